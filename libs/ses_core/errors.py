@@ -1,0 +1,72 @@
+"""Every exception ses_core raises, in one place.
+
+Each error derives from `SesCoreError` and from the closest built-in exception, so callers can
+catch either the library's family or the familiar built-in (`ValueError`, `ConnectionError`,
+`TimeoutError`). Errors that a caller should retry (the relay answers 4xx for them) are marked by
+the `retryable` class attribute, so services map errors to protocol answers in one place.
+"""
+
+from __future__ import annotations
+
+
+class SesCoreError(Exception):
+    """Base class of every error raised by ses_core."""
+
+    retryable: bool = False
+
+
+class InvalidAddress(SesCoreError, ValueError):
+    """An e-mail address could not be parsed; the message says what is wrong."""
+
+
+class MalformedNotification(SesCoreError, ValueError):
+    """An SES/SNS/SQS document is not what it claims to be; `path` names the bad field."""
+
+    def __init__(self, message: str, path: str = "$") -> None:
+        super().__init__(f"{path}: {message}")
+        self.path = path
+        self.reason = message
+
+
+class SignatureInvalid(SesCoreError, ValueError):
+    """An SNS message's signature or signing certificate does not check out."""
+
+
+class BlacklistUnavailable(SesCoreError, ConnectionError):
+    """The blacklist store could not answer; never read this as "not blacklisted"."""
+
+    retryable = True
+
+
+class RateLimitTimeout(SesCoreError, TimeoutError):
+    """Waiting for send-rate capacity would exceed the caller's deadline."""
+
+    retryable = True
+
+    def __init__(self, message: str, wait_seconds: float) -> None:
+        super().__init__(message)
+        self.wait_seconds = wait_seconds
+
+
+class RateLimiterUnavailable(SesCoreError, ConnectionError):
+    """The shared rate limiter's store is unreachable and the limiter is set to fail closed."""
+
+    retryable = True
+
+
+class DailyQuotaExhausted(SesCoreError):
+    """The account's rolling 24-hour sending quota is used up; retry later, never drop."""
+
+    retryable = True
+
+
+class UpstreamUnavailable(SesCoreError, ConnectionError):
+    """The upstream SMTP server (SES) cannot be reached, or refuses the relay's TLS or login."""
+
+    retryable = True
+
+
+class CertificateUnavailable(SesCoreError, ConnectionError):
+    """An SNS signing certificate could not be fetched; retry later (not proof of forgery)."""
+
+    retryable = True
