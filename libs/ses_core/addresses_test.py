@@ -118,11 +118,14 @@ def test_arbitrary_text_raises_nothing_but_invalid_address(text: str) -> None:
         pass
 
 
-_local = st.text(alphabet="abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.+_-",
-                 min_size=1, max_size=30).filter(
-    lambda s: not s.startswith(".") and not s.endswith(".") and ".." not in s
+_local = st.text(
+    alphabet="abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.+_-",
+    min_size=1,
+    max_size=30,
+).filter(lambda s: not s.startswith(".") and not s.endswith(".") and ".." not in s)
+_domain = st.sampled_from(
+    ["example.com", "Example.ORG", "bücher.de", "XN--BCHER-KVA.de", "пример.рф"]
 )
-_domain = st.sampled_from(["example.com", "Example.ORG", "bücher.de", "XN--BCHER-KVA.de", "пример.рф"])
 
 
 @given(_local, _domain)
