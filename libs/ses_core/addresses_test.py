@@ -150,3 +150,53 @@ def test_decoded_bytes_never_escape_the_typed_error(raw: bytes) -> None:
         EmailAddress.parse(raw.decode("utf-8", "surrogateescape"))
     except SesCoreError as exc:
         assert isinstance(exc, InvalidAddress)
+
+
+_ascii_soup = st.text(
+    alphabet="abcXYZ019.-_+=!#$%&'*/?^`{|}~@\"() ",
+    min_size=1,
+    max_size=40,
+)
+
+
+@given(
+    _ascii_soup,
+    st.sampled_from(
+        [
+            "example.com",
+            "EX-AMPLE.org",
+            "a.b.c.io",
+            "x.test",
+            "x--y.com",
+            "xn--bcher-kva.de",
+            "1.2.3.4",
+            "a.b1",
+            "localhost",
+            "-a.com",
+        ]
+    ),
+)
+def test_fast_path_agrees_with_email_validator(local: str, domain: str) -> None:
+    """Whatever the plain-ASCII fast path accepts, email-validator accepts with the same parts."""
+    from email_validator import EmailNotValidError, validate_email
+
+    from ses_core.addresses import _parse_plain_ascii
+
+    bare = f"{local}@{domain}"
+    fast = _parse_plain_ascii(bare)
+    if fast is None:
+        return
+    try:
+        valid = validate_email(bare, check_deliverability=False, allow_quoted_local=True)
+    except EmailNotValidError as exc:
+        raise AssertionError(
+            f"fast path accepted {bare!r}, email-validator refused: {exc}"
+        ) from exc
+    assert fast == (valid.local_part, valid.ascii_domain)
+
+
+@pytest.mark.parametrize("domain", ["x.test", "a.localhost", "b.onion", "c.invalid"])
+def test_special_use_domains_are_still_refused(domain: str) -> None:
+    """The fast path leaves special-use domains to email-validator, which refuses them."""
+    with pytest.raises(InvalidAddress):
+        EmailAddress.parse(f"bob@{domain}")
