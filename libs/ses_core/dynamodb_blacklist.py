@@ -1,0 +1,548 @@
+"""The shared blacklist in a DynamoDB table, compatible with the original service's tables.
+
+Table: string hash key `email`, nothing else required (on-demand billing recommended). Items
+written by the original service hold only `email`; they read as `IMPORTED` entries (see
+`BlacklistEntry.from_item`). A legacy item whose key is already normalised (lower-case) is
+upgraded in place the first time an event is recorded for it (the legacy sighting counts as one
+event, its `first_seen` stays `UNKNOWN_TIME`, attributes we do not manage are kept); events for a
+mixed-case legacy key create a new item under the normalised key, which then shadows the legacy
+one. The item layout is documented on `BlacklistEntry.to_item`.
+
+Costs and guarantees:
+- `lookup_many` for one message's recipients is ONE `BatchGetItem` (keys deduplicated, chunks of
+  100; SES allows at most 50 recipients per message, i.e. at most 100 keys with legacy variants).
+  `UnprocessedKeys` are retried with bounded exponential backoff; keys still unprocessed raise
+  `BlacklistUnavailable`. Never one `GetItem` per recipient.
+- Legacy mixed-case keys: the original service stored addresses as written and matched them
+  case-sensitively. We store normalised keys, and a lookup asks for the normalised key *and* the
+  bare address exactly as given (`Bob@Example.com`) when that differs, in the same
+  `BatchGetItem`. An entry under the normalised key wins over a legacy one; a legacy item is
+  returned under the normalised key. `remove` deletes both forms. A legacy item whose case
+  differs from what the relay is given (stored `BOB@example.com`, asked `Bob@example.com`) is
+  not found: run the CLI import once to rewrite legacy items under normalised keys.
+- `record` is idempotent: one conditional `UpdateItem` that refuses an event whose feedback id
+  is among the item's `recent_feedback_ids` (the last `RECENT_FEEDBACK_IDS` recorded) or is its
+  `last_feedback_id`. `ConditionalCheckFailedException` means "already recorded" or "not the fast
+  case": we then read the item (consistent read) and decide in Python.
+- Older events: the fast path only applies an event at least as new as `last_seen`. A
+  *duplicate* of an older event is recognised through `recent_feedback_ids` and changes nothing;
+  a *distinct* older event (out-of-order delivery) is merged by an optimistic read-modify-write
+  (`count` + 1, `first_seen` possibly earlier, the latest event's fields kept). A duplicate of an
+  event older than the last `RECENT_FEEDBACK_IDS` distinct events of the same address would be
+  counted again; an address stops receiving mail (and so events) once blacklisted, so this
+  bound is not reached in practice and keeps items small.
+- Every client or transport error (throttling, missing table, bad credentials, unreachable
+  endpoint, timeouts) raises `BlacklistUnavailable`: never read as "not blacklisted".
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from botocore import exceptions as botoexc
+from botocore.config import Config
+
+from ses_core.addresses import normalize_address
+from ses_core.blacklist import (
+    UNKNOWN_TIME,
+    BlacklistEntry,
+    BlacklistEvent,
+    BlacklistPage,
+    BlacklistReason,
+    check_page_args,
+    format_time,
+    normalize_all,
+)
+from ses_core.errors import BlacklistUnavailable, InvalidAddress
+
+log = logging.getLogger(__name__)
+
+#: BatchGetItem accepts at most 100 keys per call.
+BATCH_GET_LIMIT = 100
+#: How many feedback ids an item remembers for idempotency.
+RECENT_FEEDBACK_IDS = 32
+#: Key read by `check`; it has no `@`, so it can never collide with an address.
+PROBE_KEY = "ses-relay-readiness-probe"
+#: Attempts of the optimistic read-modify-write path before giving up as contended.
+MAX_WRITE_ATTEMPTS = 5
+
+_THROTTLING_CODES = frozenset(
+    {
+        "ProvisionedThroughputExceededException",
+        "ThrottlingException",
+        "RequestLimitExceeded",
+        "Throttling",
+        "TooManyRequestsException",
+    }
+)
+_CREDENTIAL_CODES = frozenset(
+    {
+        "UnrecognizedClientException",
+        "InvalidSignatureException",
+        "ExpiredTokenException",
+        "AccessDeniedException",
+        "MissingAuthenticationTokenException",
+        "IncompleteSignatureException",
+        "InvalidClientTokenId",
+    }
+)
+_CONDITION_FAILED = "ConditionalCheckFailedException"
+# Attributes this module manages; anything else on an item (a TTL, an operator's note) is kept.
+_MANAGED = (
+    "reason",
+    "detail",
+    "last_feedback_id",
+    "last_message_id",
+    "first_seen",
+    "last_seen",
+    "event_count",
+    "recent_feedback_ids",
+)
+
+
+class _ConditionFailed(Exception):
+    """Internal: a conditional write was refused."""
+
+
+class DynamoDBBlacklist:
+    """A `Blacklist` on a DynamoDB table (see the module docstring for costs and semantics).
+
+    `client` is a boto3 DynamoDB *client* (thread-safe; `boto3.client("dynamodb")`).
+    `sleep` and `max_unprocessed_retries` / `backoff_base` / `backoff_cap` shape the retries of
+    `UnprocessedKeys`; tests pass a fake `sleep`. `consistent_reads` makes lookups strongly
+    consistent (twice the read cost).
+    """
+
+    def __init__(
+        self,
+        table_name: str,
+        *,
+        client: Any,
+        consistent_reads: bool = False,
+        max_unprocessed_retries: int = 5,
+        backoff_base: float = 0.05,
+        backoff_cap: float = 1.0,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        if not table_name:
+            raise ValueError("table_name must not be empty")
+        self.table_name = table_name
+        self._client = client
+        self._consistent = consistent_reads
+        self._max_retries = max_unprocessed_retries
+        self._backoff_base = backoff_base
+        self._backoff_cap = backoff_cap
+        self._sleep = sleep
+
+    @classmethod
+    def from_table_name(
+        cls,
+        name: str,
+        *,
+        region: str | None = None,
+        client: Any = None,
+        endpoint_url: str | None = None,
+        connect_timeout: float = 2.0,
+        read_timeout: float = 5.0,
+        max_attempts: int = 3,
+        max_pool_connections: int = 32,
+    ) -> DynamoDBBlacklist:
+        """Build on `client`, or on a new boto3 client with short timeouts and bounded retries.
+
+        A relay must answer its SMTP client in seconds, so the defaults are short: 2 s to
+        connect, 5 s to read, 3 attempts in botocore's "standard" retry mode (which also retries
+        throttling). `endpoint_url` points at DynamoDB Local or a moto server. Credentials come
+        from boto3's usual chain. Raises `ValueError` when no region is configured.
+        """
+        if client is None:
+            import boto3  # deferred: importing boto3 costs ~100 ms, and tests inject clients
+
+            config = Config(
+                connect_timeout=connect_timeout,
+                read_timeout=read_timeout,
+                retries={"max_attempts": max_attempts, "mode": "standard"},
+                max_pool_connections=max_pool_connections,
+            )
+            try:
+                client = boto3.client(
+                    "dynamodb", region_name=region, endpoint_url=endpoint_url, config=config
+                )
+            except botoexc.NoRegionError:
+                message = "no AWS region for DynamoDB: pass region= or set AWS_REGION"
+                raise ValueError(message) from None
+        return cls(name, client=client)
+
+    # -- reads -----------------------------------------------------------------------------
+
+    def lookup_many(self, addresses: Iterable[str]) -> dict[str, BlacklistEntry]:
+        keys = normalize_all(addresses)
+        if not keys:
+            return {}
+        # candidate DynamoDB key text -> normalised key it answers for
+        candidates: dict[str, str] = {}
+        for key, given in keys.items():
+            candidates.setdefault(key, key)
+            for text in given:
+                legacy = _bare(text)
+                if legacy != key and "@" in legacy:
+                    candidates.setdefault(legacy, key)
+        items: list[Mapping[str, Any]] = []
+        texts = list(candidates)
+        for start in range(0, len(texts), BATCH_GET_LIMIT):
+            items.extend(self._batch_get(texts[start : start + BATCH_GET_LIMIT]))
+        found: dict[str, BlacklistEntry] = {}
+        for item in items:
+            raw = item["email"]["S"]
+            key = candidates[raw]
+            if key in found and raw != key:
+                continue  # the normalised item already answered; a legacy one never overrides
+            found[key] = self._entry_for(item, key)
+        return found
+
+    def get(self, address: str) -> BlacklistEntry | None:
+        key = normalize_address(address)
+        return self.lookup_many([address]).get(key)
+
+    def list_page(self, *, limit: int = 100, cursor: str | None = None) -> BlacklistPage:
+        """A `Scan` page, in table order; the cursor is the last scanned key's text."""
+        check_page_args(limit, cursor)
+        kwargs: dict[str, Any] = {"TableName": self.table_name, "Limit": limit}
+        if cursor is not None:
+            kwargs["ExclusiveStartKey"] = {"email": {"S": cursor}}
+        response = self._call("Scan", self._client.scan, **kwargs)
+        entries = [self._entry_or_none(item) for item in response.get("Items", [])]
+        last = response.get("LastEvaluatedKey")
+        next_cursor = last["email"]["S"] if last else None
+        return BlacklistPage(
+            entries=tuple(e for e in entries if e is not None), next_cursor=next_cursor
+        )
+
+    def check(self) -> None:
+        """Readiness probe: one cheap `GetItem` of a key no address can have.
+
+        Needs only the relays' read permission (not `DescribeTable`); raises
+        `BlacklistUnavailable` when the table cannot be read.
+        """
+        self._call(
+            "GetItem",
+            self._client.get_item,
+            TableName=self.table_name,
+            Key={"email": {"S": PROBE_KEY}},
+        )
+
+    # -- writes ----------------------------------------------------------------------------
+
+    def record(self, event: BlacklistEvent) -> BlacklistEntry:
+        try:
+            item = self._record_fast(event)
+        except _ConditionFailed:
+            return self._record_slow(event)
+        self._trim_recent(event.address, item)
+        return BlacklistEntry.from_item(item)
+
+    def put(self, entry: BlacklistEntry) -> None:
+        self._call(
+            "PutItem", self._client.put_item, TableName=self.table_name, Item=entry.to_item()
+        )
+
+    def remove(self, address: str) -> bool:
+        key = normalize_address(address)
+        texts = [key]
+        legacy = _bare(address)
+        if legacy != key and "@" in legacy:
+            texts.append(legacy)
+        removed = False
+        for text in texts:
+            response = self._call(
+                "DeleteItem",
+                self._client.delete_item,
+                TableName=self.table_name,
+                Key={"email": {"S": text}},
+                ReturnValues="ALL_OLD",
+            )
+            removed = removed or bool(response.get("Attributes"))
+        return removed
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _batch_get(self, texts: list[str]) -> list[Mapping[str, Any]]:
+        request: dict[str, Any] = {
+            self.table_name: {
+                "Keys": [{"email": {"S": text}} for text in texts],
+                "ConsistentRead": self._consistent,
+            }
+        }
+        items: list[Mapping[str, Any]] = []
+        for attempt in range(self._max_retries + 1):
+            response = self._call("BatchGetItem", self._client.batch_get_item, RequestItems=request)
+            items.extend(response.get("Responses", {}).get(self.table_name, []))
+            unprocessed = response.get("UnprocessedKeys", {}).get(self.table_name)
+            if not unprocessed or not unprocessed.get("Keys"):
+                return items
+            if attempt == self._max_retries:
+                break
+            delay = min(self._backoff_cap, self._backoff_base * 2**attempt)
+            log.debug(
+                "%d keys unprocessed by BatchGetItem on %s; retry in %.3fs",
+                len(unprocessed["Keys"]),
+                self.table_name,
+                delay,
+            )
+            # "Full jitter" between half and all of the delay, so replicas do not retry in step.
+            self._sleep(delay * (0.5 + random.random() / 2))
+            request = {self.table_name: unprocessed}
+        message = (
+            f"DynamoDB table {self.table_name!r}: {len(unprocessed['Keys'])} keys still "
+            f"unprocessed by BatchGetItem after {self._max_retries} retries (throttled)"
+        )
+        raise BlacklistUnavailable(message)
+
+    def _record_fast(self, event: BlacklistEvent) -> dict[str, Any]:
+        """One conditional UpdateItem for the common case: a new item, or a newer event."""
+        names = {
+            "#email": "email",
+            "#reason": "reason",
+            "#first": "first_seen",
+            "#last": "last_seen",
+            "#count": "event_count",
+        }
+        values: dict[str, Any] = {
+            ":reason": {"S": str(event.reason)},
+            ":ts": {"S": format_time(event.timestamp)},
+            ":one": {"N": "1"},
+        }
+        sets = [
+            "#reason = :reason",
+            "#first = if_not_exists(#first, :ts)",
+            "#last = :ts",
+        ]
+        removes = []
+        for name, attribute, value in (
+            ("#detail", "detail", event.detail),
+            ("#fid", "last_feedback_id", event.feedback_id),
+            ("#mid", "last_message_id", event.message_id),
+        ):
+            names[name] = attribute
+            if value is None:
+                removes.append(name)
+            else:
+                values[":" + name[1:]] = {"S": value}
+                sets.append(f"{name} = :{name[1:]}")
+        # A legacy item (no event_count) or an older event goes to the slow path.
+        condition = "attribute_not_exists(#email) OR (#last <= :ts AND attribute_exists(#count)"
+        if event.feedback_id is not None:
+            names["#recent"] = "recent_feedback_ids"
+            values[":empty"] = {"L": []}
+            values[":fids"] = {"L": [{"S": event.feedback_id}]}
+            sets.append("#recent = list_append(if_not_exists(#recent, :empty), :fids)")
+            condition += (
+                " AND NOT contains(#recent, :fid) AND (attribute_not_exists(#fid) OR #fid <> :fid)"
+            )
+        condition += ")"
+        expression = "SET " + ", ".join(sets)
+        if removes:
+            expression += " REMOVE " + ", ".join(removes)
+        expression += " ADD #count :one"
+        response = self._call(
+            "UpdateItem",
+            self._client.update_item,
+            conditional=True,
+            TableName=self.table_name,
+            Key={"email": {"S": event.address}},
+            UpdateExpression=expression,
+            ConditionExpression=condition,
+            ExpressionAttributeNames=names,
+            ExpressionAttributeValues=values,
+            ReturnValues="ALL_NEW",
+        )
+        attributes: dict[str, Any] = response["Attributes"]
+        return attributes
+
+    def _record_slow(self, event: BlacklistEvent) -> BlacklistEntry:
+        """Duplicate, older event, or legacy item: read, decide, write back optimistically."""
+        for _ in range(MAX_WRITE_ATTEMPTS):
+            response = self._call(
+                "GetItem",
+                self._client.get_item,
+                TableName=self.table_name,
+                Key={"email": {"S": event.address}},
+                ConsistentRead=True,
+            )
+            item: dict[str, Any] | None = response.get("Item")
+            if item is None:
+                # Removed between our two calls: write the event as a new item.
+                new_item = BlacklistEntry.from_event(event).to_item()
+                condition = "attribute_not_exists(#email)"
+                names = {"#email": "email"}
+                values: dict[str, Any] = {}
+            else:
+                current = self._entry_for(item, event.address)
+                recent = [v["S"] for v in item.get("recent_feedback_ids", {}).get("L", [])]
+                fid = event.feedback_id
+                if fid is not None and (fid in recent or current.feedback_id == fid):
+                    log.info(
+                        "feedback %s for %s already recorded; ignoring duplicate",
+                        fid,
+                        event.address,
+                    )
+                    return current
+                merged = current.merged_with(event)
+                new_item = {k: v for k, v in item.items() if k not in _MANAGED}
+                new_item.update(merged.to_item())
+                if fid is not None:
+                    recent = (recent + [fid])[-RECENT_FEEDBACK_IDS:]
+                if recent:
+                    new_item["recent_feedback_ids"] = {"L": [{"S": v} for v in recent]}
+                else:
+                    new_item.pop("recent_feedback_ids", None)
+                condition, names, values = _unchanged_condition(item)
+            try:
+                kwargs: dict[str, Any] = {
+                    "TableName": self.table_name,
+                    "Item": new_item,
+                    "ConditionExpression": condition,
+                    "ExpressionAttributeNames": names,
+                }
+                if values:
+                    kwargs["ExpressionAttributeValues"] = values
+                self._call("PutItem", self._client.put_item, conditional=True, **kwargs)
+            except _ConditionFailed:
+                log.debug("concurrent update of %s; retrying", event.address)
+                continue
+            return BlacklistEntry.from_item(new_item)
+        message = (
+            f"DynamoDB table {self.table_name!r}: item for {event.address} kept changing; "
+            f"gave up after {MAX_WRITE_ATTEMPTS} attempts"
+        )
+        raise BlacklistUnavailable(message)
+
+    def _trim_recent(self, address: str, item: Mapping[str, Any]) -> None:
+        """Keep `recent_feedback_ids` bounded; best effort (the next write trims otherwise)."""
+        recent = item.get("recent_feedback_ids", {}).get("L", [])
+        excess = len(recent) - RECENT_FEEDBACK_IDS
+        if excess <= 0:
+            return
+        removes = ", ".join(f"#recent[{i}]" for i in range(excess))
+        try:
+            self._call(
+                "UpdateItem",
+                self._client.update_item,
+                conditional=True,
+                TableName=self.table_name,
+                Key={"email": {"S": address}},
+                UpdateExpression=f"REMOVE {removes}",
+                ConditionExpression="size(#recent) = :n",
+                ExpressionAttributeNames={"#recent": "recent_feedback_ids"},
+                ExpressionAttributeValues={":n": {"N": str(len(recent))}},
+            )
+        except _ConditionFailed:
+            log.debug("recent_feedback_ids of %s changed meanwhile; trim skipped", address)
+        except BlacklistUnavailable:
+            # The event itself is recorded; failing the caller now would only cause a retry
+            # that is recognised as a duplicate. Log it (with traceback) and move on.
+            log.warning("could not trim recent_feedback_ids of %s", address, exc_info=True)
+
+    def _entry_or_none(self, item: Mapping[str, Any]) -> BlacklistEntry | None:
+        """For listings: `None` only for an item whose key is not an address at all (junk left
+        by the original service), which no valid recipient can match."""
+        raw = item.get("email", {}).get("S")
+        try:
+            key = normalize_address(str(raw))
+        except InvalidAddress:
+            log.warning("ignoring blacklist item with key %r in %s", raw, self.table_name)
+            return None
+        return self._entry_for(item, key)
+
+    def _entry_for(self, item: Mapping[str, Any], key: str) -> BlacklistEntry:
+        """Read the item found for `key`; a damaged item still blacklists it (never a miss)."""
+        try:
+            return BlacklistEntry.from_item(item)
+        except (InvalidAddress, ValueError, KeyError, TypeError):
+            # Deliberately broad: whatever is wrong with the other attributes, the address is
+            # in the table, so it is blacklisted. Logged with traceback for the operator.
+            log.warning(
+                "damaged blacklist item %r in %s; reading it as imported",
+                item.get("email"),
+                self.table_name,
+                exc_info=True,
+            )
+            return BlacklistEntry(
+                address=key,
+                reason=BlacklistReason.IMPORTED,
+                detail=None,
+                feedback_id=None,
+                message_id=None,
+                first_seen=UNKNOWN_TIME,
+                last_seen=UNKNOWN_TIME,
+            )
+
+    def _call(
+        self,
+        operation: str,
+        method: Callable[..., Any],
+        *,
+        conditional: bool = False,
+        **kwargs: Any,
+    ) -> Any:
+        try:
+            return method(**kwargs)
+        except botoexc.ClientError as exc:
+            error = exc.response.get("Error", {})
+            code = str(error.get("Code", "Unknown"))
+            if conditional and code == _CONDITION_FAILED:
+                raise _ConditionFailed from None
+            message = (
+                f"DynamoDB table {self.table_name!r}: {operation} failed, "
+                f"{_describe(code)} ({code}: {error.get('Message', '')})"
+            )
+            raise BlacklistUnavailable(message) from exc
+        except botoexc.BotoCoreError as exc:
+            if isinstance(exc, botoexc.NoCredentialsError | botoexc.PartialCredentialsError):
+                kind = "no usable AWS credentials"
+            elif isinstance(exc, botoexc.ConnectionError | botoexc.HTTPClientError):
+                kind = "endpoint unreachable or timed out"
+            else:
+                kind = "client error"
+            message = f"DynamoDB table {self.table_name!r}: {operation} failed, {kind} ({exc})"
+            raise BlacklistUnavailable(message) from exc
+
+
+def _describe(code: str) -> str:
+    if code in _THROTTLING_CODES:
+        return "throttled"
+    if code == "ResourceNotFoundException":
+        return "table not found"
+    if code in _CREDENTIAL_CODES:
+        return "credentials or permissions rejected"
+    return "service error"
+
+
+def _unchanged_condition(
+    item: Mapping[str, Any],
+) -> tuple[str, dict[str, str], dict[str, Any]]:
+    """A condition that holds only while the item is still the one we read."""
+    if "event_count" not in item:
+        names = {"#email": "email", "#count": "event_count"}
+        return "attribute_exists(#email) AND attribute_not_exists(#count)", names, {}
+    if "last_seen" not in item:
+        names = {"#count": "event_count", "#last": "last_seen"}
+        return (
+            "#count = :count AND attribute_not_exists(#last)",
+            names,
+            {":count": item["event_count"]},
+        )
+    names = {"#count": "event_count", "#last": "last_seen"}
+    values = {":count": item["event_count"], ":last": item["last_seen"]}
+    return "#count = :count AND #last = :last", names, values
+
+
+def _bare(text: str) -> str:
+    """The bare address as written (`"N" <Bob@X.org>` -> `Bob@X.org`), for legacy keys."""
+    bare = text.strip()
+    if bare.endswith(">") and "<" in bare:
+        bare = bare[bare.rfind("<") + 1 : -1].strip()
+    return bare
