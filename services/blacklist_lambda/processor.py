@@ -1,0 +1,243 @@
+"""What the Lambda does with one event: parse, decide, write, log, and fail loudly when it must.
+
+Failure semantics (the original swallowed its errors, which disabled Lambda's retries):
+- a malformed record is logged with its message id and skipped: retrying it can never succeed;
+- an infrastructure failure (`BlacklistUnavailable`), or any unexpected error, fails the record:
+  the admin alert is sent, then an SNS-triggered invocation raises (Lambda retries it twice) and
+  an SQS-triggered one lists the record in `batchItemFailures` (SQS redelivers just those);
+- once the store has failed in an invocation, later records that need a write fail at once
+  instead of waiting for more timeouts; they are redelivered with the rest.
+Writes are idempotent per feedback id (see `Blacklist.record`), so redeliveries are harmless.
+
+Everything that is not written (transient and undetermined bounces, not-spam complaints,
+deliveries, other event types, invalid recipient strings) is logged as one JSON object per line,
+so CloudWatch Logs Insights can query it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from blacklist_lambda.alert import AdminAlerter, AlertMessage, RecordFailure
+from ses_core.blacklist import Blacklist, BlacklistEvent
+from ses_core.envelopes import FeedbackRecord, iter_feedback
+from ses_core.envelopes import RecordFailure as MalformedRecord
+from ses_core.errors import BlacklistUnavailable, MalformedNotification
+from ses_core.notifications import NotificationKind
+from ses_core.suppression import (
+    DEFAULT_POLICY,
+    SuppressionDecision,
+    SuppressionPolicy,
+    decide_suppression,
+)
+
+log = logging.getLogger(__name__)
+
+#: Deliveries may name up to 50 recipients; the log line lists at most this many.
+MAX_LOGGED_RECIPIENTS = 50
+
+
+def log_json(level: int, event: str, **fields: Any) -> None:
+    """Log one structured line: a JSON object with `event` and the given fields."""
+    if log.isEnabledFor(level):
+        document = {"event": event, **fields}
+        log.log(level, "%s", json.dumps(document, default=str, ensure_ascii=False, sort_keys=True))
+
+
+class NotificationProcessor:
+    """Handles Lambda events from SNS or SQS; see the module docstring for the semantics.
+
+    Call it as the Lambda handler: `processor(event, context)`.
+    """
+
+    def __init__(
+        self,
+        blacklist: Blacklist,
+        alerter: AdminAlerter,
+        *,
+        table: str,
+        policy: SuppressionPolicy = DEFAULT_POLICY,
+    ) -> None:
+        self._blacklist = blacklist
+        self._alerter = alerter
+        self._table = table
+        self._policy = policy
+
+    def __call__(self, event: Mapping[str, Any], context: Any) -> dict[str, Any] | None:
+        """Process every record; SQS events get `batchItemFailures`, SNS ones raise on failure."""
+        sqs = _is_sqs_event(event)
+        failures: list[RecordFailure] = []
+        item_ids: list[str | None] = []  # SQS messageId of each failure, for batchItemFailures
+        store_error: BlacklistUnavailable | None = None
+        try:
+            items = list(iter_feedback(event))
+        except MalformedNotification as exc:
+            # Not even a recognisable event: there is no record to retry or to report.
+            log_json(logging.ERROR, "malformed_event", error=str(exc), path=exc.path)
+            return {"batchItemFailures": []} if sqs else None
+        for item in items:
+            if isinstance(item, MalformedRecord):
+                log_json(
+                    logging.ERROR,
+                    "malformed_record",
+                    message_id=item.sqs_message_id or item.sns_message_id,
+                    index=item.index,
+                    path=item.error.path,
+                    error=item.error.reason,
+                )
+                continue
+            failure, store_error = self._process(item, store_error)
+            if failure is not None:
+                failures.append(failure)
+                item_ids.append(item.envelope.sqs_message_id)
+        if failures:
+            self._alert(failures, context)
+        if not sqs:
+            if failures:
+                raise failures[0].error
+            return None
+        for failure, item_id in zip(failures, item_ids, strict=True):
+            if not item_id:
+                # A failed SQS record without a messageId cannot be listed: fail the whole batch.
+                raise failure.error
+        return {"batchItemFailures": [{"itemIdentifier": item_id} for item_id in item_ids]}
+
+    def _process(
+        self, record: FeedbackRecord, store_error: BlacklistUnavailable | None
+    ) -> tuple[RecordFailure | None, BlacklistUnavailable | None]:
+        """Handle one parsed record; return (its failure or None, the store error so far)."""
+        envelope = record.envelope
+        message_id = envelope.sqs_message_id or envelope.sns_message_id or ""
+        notification = record.notification
+        if notification is None:
+            log_json(
+                logging.INFO,
+                "sns_control_message",
+                message_id=message_id,
+                sns_type=envelope.sns_type,
+            )
+            return None, store_error
+        ses_message_id = None if notification.mail is None else notification.mail.message_id
+        decision = decide_suppression(notification, self._policy)
+        addresses = tuple(decided.address.key for decided in decision.to_blacklist)
+        try:
+            self._log_unwritten(record, decision, message_id, ses_message_id)
+            if decision.to_blacklist and store_error is not None:
+                error = BlacklistUnavailable(
+                    f"not attempted: the store failed earlier ({store_error})"
+                )
+                raise error from store_error
+            for decided in decision.to_blacklist:
+                entry = self._blacklist.record(
+                    BlacklistEvent(
+                        address=decided.address.key,
+                        reason=decided.reason,
+                        detail=decided.detail,
+                        feedback_id=decided.feedback_id,
+                        message_id=decided.message_id,
+                        timestamp=decided.timestamp,
+                    )
+                )
+                log_json(
+                    logging.INFO,
+                    "blacklisted",
+                    message_id=message_id,
+                    ses_message_id=ses_message_id,
+                    address=entry.address,
+                    reason=str(decided.reason),
+                    detail=decided.detail,
+                    feedback_id=decided.feedback_id,
+                    count=entry.count,
+                )
+        except BlacklistUnavailable as exc:
+            log.error(
+                "blacklist write failed for message %s (%s)",
+                message_id,
+                ", ".join(addresses),
+                exc_info=True,
+            )
+            failure = RecordFailure(message_id, addresses, exc, "write", ses_message_id)
+            return failure, store_error or exc
+        except Exception as exc:  # noqa: BLE001
+            # A bug or an unforeseen value: never report success for this record. It is logged
+            # with its traceback here, alerted, and the invocation fails with it (raised for SNS,
+            # listed in batchItemFailures for SQS).
+            log.exception("unexpected error processing message %s", message_id)
+            failure = RecordFailure(message_id, addresses, exc, "processing", ses_message_id)
+            return failure, store_error
+        return None, store_error
+
+    def _log_unwritten(
+        self,
+        record: FeedbackRecord,
+        decision: SuppressionDecision,
+        message_id: str,
+        ses_message_id: str | None,
+    ) -> None:
+        notification = record.notification
+        assert notification is not None
+        for decided in (*decision.not_blacklisted, *decision.count_dependent):
+            # count_dependent needs a per-address occurrence count the Blacklist port does not
+            # keep outside entries; the Lambda's policy has no thresholds, so this only logs.
+            log_json(
+                logging.INFO,
+                "not_blacklisted",
+                message_id=message_id,
+                ses_message_id=ses_message_id,
+                address=decided.address.key,
+                reason=str(decided.reason),
+                detail=decided.detail,
+                feedback_id=decided.feedback_id,
+                verdict=str(decided.verdict),
+            )
+        for invalid in decision.invalid_recipients:
+            log_json(
+                logging.WARNING,
+                "invalid_recipient",
+                message_id=message_id,
+                ses_message_id=ses_message_id,
+                recipient=invalid.text[:320],
+                error=invalid.error,
+                path=invalid.path,
+            )
+        kind = notification.kind
+        if kind in (NotificationKind.BOUNCE, NotificationKind.COMPLAINT):
+            return
+        fields: dict[str, Any] = {"kind": notification.type_name[:100]}
+        if notification.delivery is not None:
+            recipients = notification.delivery.recipients
+            fields["recipients"] = [address.key for address in recipients[:MAX_LOGGED_RECIPIENTS]]
+            fields["smtp_response"] = notification.delivery.smtp_response
+        log_json(
+            logging.INFO,
+            "not_written",
+            message_id=message_id,
+            ses_message_id=ses_message_id,
+            **fields,
+        )
+
+    def _alert(self, failures: Sequence[RecordFailure], context: Any) -> None:
+        try:
+            message = AlertMessage.from_failures(
+                failures,
+                function_name=str(getattr(context, "function_name", "blacklist-lambda")),
+                request_id=str(getattr(context, "aws_request_id", "unknown")),
+                table=self._table,
+            )
+            self._alerter.send(message)
+        except Exception:  # noqa: BLE001
+            # The alert must never hide the original error: this one is logged with its
+            # traceback, and the caller fails the invocation with the original failures next.
+            log.exception("could not build or send the admin alert")
+
+
+def _is_sqs_event(event: Mapping[str, Any]) -> bool:
+    records = event.get("Records") if isinstance(event, Mapping) else None
+    if not isinstance(records, list) or not records:
+        return False
+    return any(
+        isinstance(record, Mapping) and record.get("eventSource") == "aws:sqs" for record in records
+    )

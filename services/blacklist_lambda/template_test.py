@@ -1,0 +1,174 @@
+"""Tests for template.yaml: cfn-lint is clean and the IAM statements are exactly least-privilege."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import cfnlint.api
+import pytest
+from cfnlint.decode import decode
+
+TEMPLATE = Path(__file__).with_name("template.yaml")
+TABLE_ARN = "arn:${AWS::Partition}:dynamodb:${AWS::Region}:${AWS::AccountId}:table/${Table}"
+TABLE_NAME = {"Fn::If": ["CreateTable", {"Ref": "BlacklistTable"}, {"Ref": "ExistingTableName"}]}
+
+
+@pytest.fixture(scope="module")
+def template() -> dict[str, Any]:
+    """The template as cfn-lint decodes it (short-form tags become Fn:: mappings)."""
+    decoded, matches = decode(str(TEMPLATE))
+    assert not matches, [str(match) for match in matches]
+    assert decoded is not None
+    return dict(decoded)
+
+
+def resources_of_type(template: dict[str, Any], kind: str) -> dict[str, dict[str, Any]]:
+    """The template's resources of one CloudFormation type, by logical id."""
+    return {
+        name: resource
+        for name, resource in template["Resources"].items()
+        if resource["Type"] == kind
+    }
+
+
+def statements_by_sid(document: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """A policy document's statements keyed by Sid (every statement must have one)."""
+    return {statement["Sid"]: statement for statement in document["Statement"]}
+
+
+def as_list(value: Any) -> list[Any]:
+    """IAM allows a single string where a list is expected; normalise to a list."""
+    return value if isinstance(value, list) else [value]
+
+
+def test_cfn_lint_reports_nothing() -> None:
+    """cfn-lint finds no error, warning or informational issue in the template."""
+    config = cfnlint.api.ManualArgs(include_checks=["I"], regions=["us-east-1", "eu-west-1"])
+    matches = cfnlint.api.lint_file(TEMPLATE, config=config)
+    assert [str(match) for match in matches] == []
+
+
+def test_lambda_role_is_trusted_by_lambda_only(template: dict[str, Any]) -> None:
+    """Only lambda.amazonaws.com may assume the function's role (the original also trusted SNS)."""
+    roles = resources_of_type(template, "AWS::IAM::Role")
+    assert list(roles) == ["FunctionRole"]
+    trust = roles["FunctionRole"]["Properties"]["AssumeRolePolicyDocument"]["Statement"]
+    assert trust == [
+        {
+            "Effect": "Allow",
+            "Principal": {"Service": "lambda.amazonaws.com"},
+            "Action": "sts:AssumeRole",
+        }
+    ]
+
+
+def test_lambda_role_may_only_write_table_send_alert_and_log(template: dict[str, Any]) -> None:
+    """The role's statements are exactly: write its table, send from one identity, log."""
+    properties = template["Resources"]["FunctionRole"]["Properties"]
+    assert "ManagedPolicyArns" not in properties
+    assert "PermissionsBoundary" not in properties
+    (policy,) = properties["Policies"]
+    statements = statements_by_sid(policy["PolicyDocument"])
+    assert set(statements) == {"WriteBlacklistTable", "SendAdminAlert", "WriteOwnLogGroup"}
+    for statement in statements.values():
+        assert statement["Effect"] == "Allow"
+        assert "NotAction" not in statement and "NotResource" not in statement
+        assert all("*" not in action for action in as_list(statement["Action"]))
+
+    table = statements["WriteBlacklistTable"]
+    assert sorted(table["Action"]) == [
+        "dynamodb:GetItem",
+        "dynamodb:PutItem",
+        "dynamodb:UpdateItem",
+    ]
+    assert table["Resource"] == {"Fn::Sub": [TABLE_ARN, {"Table": TABLE_NAME}]}
+
+    alert = statements["SendAdminAlert"]
+    assert sorted(alert["Action"]) == ["ses:SendEmail", "ses:SendRawEmail"]
+    identity_arn, _ = alert["Resource"]["Fn::Sub"]
+    assert identity_arn.endswith(":identity/${AlertIdentity}")
+    assert alert["Condition"] == {"StringEquals": {"ses:FromAddress": {"Ref": "EmailFrom"}}}
+
+    logs = statements["WriteOwnLogGroup"]
+    assert sorted(logs["Action"]) == ["logs:CreateLogStream", "logs:PutLogEvents"]
+    assert logs["Resource"] == {"Fn::GetAtt": ["FunctionLogGroup", "Arn"]}
+
+
+def test_relay_policy_is_read_only_on_the_table(template: dict[str, Any]) -> None:
+    """The relays' managed policy allows BatchGetItem and GetItem on the table and nothing else."""
+    document = template["Resources"]["RelayReadPolicy"]["Properties"]["PolicyDocument"]
+    assert document["Statement"] == [
+        {
+            "Sid": "ReadBlacklistTable",
+            "Effect": "Allow",
+            "Action": ["dynamodb:BatchGetItem", "dynamodb:GetItem"],
+            "Resource": {"Fn::Sub": [TABLE_ARN, {"Table": TABLE_NAME}]},
+        }
+    ]
+
+
+def test_operator_policy_wildcard_is_limited_to_suppression_list(template: dict[str, Any]) -> None:
+    """Only the SES suppression-list actions (no resource-level scope in IAM) use Resource "*"."""
+    document = template["Resources"]["OperatorPolicy"]["Properties"]["PolicyDocument"]
+    statements = statements_by_sid(document)
+    assert statements["ManageBlacklistTable"]["Resource"] == {
+        "Fn::Sub": [TABLE_ARN, {"Table": TABLE_NAME}]
+    }
+    assert statements["SyncSesSuppressionList"]["Action"] == [
+        "ses:ListSuppressedDestinations",
+        "ses:PutSuppressedDestination",
+    ]
+    for statement in statements.values():
+        assert all("*" not in action for action in as_list(statement["Action"]))
+
+
+def test_table_is_on_demand_with_the_original_email_key(template: dict[str, Any]) -> None:
+    """The created table bills per request and uses the original string hash key `email`."""
+    table = template["Resources"]["BlacklistTable"]
+    assert table["Condition"] == "CreateTable"
+    assert table["DeletionPolicy"] == "Retain"
+    properties = table["Properties"]
+    assert properties["BillingMode"] == "PAY_PER_REQUEST"
+    assert properties["KeySchema"] == [{"AttributeName": "email", "KeyType": "HASH"}]
+    assert properties["AttributeDefinitions"] == [{"AttributeName": "email", "AttributeType": "S"}]
+
+
+def test_function_runs_the_packaged_handler_with_the_original_variables(
+    template: dict[str, Any],
+) -> None:
+    """The function runs lambda_function.handler on python3.11 with the four config variables."""
+    properties = template["Resources"]["Function"]["Properties"]
+    assert properties["Runtime"] == "python3.11"
+    assert properties["Handler"] == "lambda_function.handler"
+    assert properties["Code"] == {
+        "S3Bucket": {"Ref": "CodeS3Bucket"},
+        "S3Key": {"Ref": "CodeS3Key"},
+    }
+    assert properties["Role"] == {"Fn::GetAtt": ["FunctionRole", "Arn"]}
+    variables = properties["Environment"]["Variables"]
+    assert set(variables) == {"SES_REGION", "EMAIL_FROM", "EMAIL_TO", "DYNAMODB_TABLE"}
+    assert variables["DYNAMODB_TABLE"] == TABLE_NAME
+
+
+def test_topic_invokes_the_function_and_only_ses_may_publish(template: dict[str, Any]) -> None:
+    """SNS may invoke the function for this topic only; SES of this account may publish."""
+    permission = template["Resources"]["FunctionInvokePermission"]["Properties"]
+    assert permission == {
+        "Action": "lambda:InvokeFunction",
+        "FunctionName": {"Fn::GetAtt": ["Function", "Arn"]},
+        "Principal": "sns.amazonaws.com",
+        "SourceArn": {"Ref": "NotificationTopic"},
+    }
+    subscription = template["Resources"]["FunctionSubscription"]["Properties"]
+    assert subscription["Protocol"] == "lambda"
+    assert subscription["Endpoint"] == {"Fn::GetAtt": ["Function", "Arn"]}
+    assert subscription["TopicArn"] == {"Ref": "NotificationTopic"}
+    (statement,) = template["Resources"]["NotificationTopicPolicy"]["Properties"]["PolicyDocument"][
+        "Statement"
+    ]
+    assert statement["Principal"] == {"Service": "ses.amazonaws.com"}
+    assert statement["Action"] == "sns:Publish"
+    assert statement["Condition"] == {
+        "StringEquals": {"AWS:SourceAccount": {"Ref": "AWS::AccountId"}}
+    }
