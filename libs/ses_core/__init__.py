@@ -1,15 +1,29 @@
 """ses_core: the reusable heart of ses-relay.
 
 Parsing of SES feedback, the blacklist repository, the SES-aware rate limiter and the pooled SES
-SMTP client. Services import the submodules they need (`ses_core.smtp_client`,
-`ses_core.blacklist`, ...); this package re-exports only the small, dependency-free core so that a
-consumer such as the Lambda never pays for what it does not import. The library reads no
-environment variables and holds no service configuration.
+SMTP client. This package re-exports the small core that has no heavy dependencies (addresses,
+errors, feedback parsing, the suppression decision, the blacklist port and its in-memory
+adapter). Adapters with third-party clients are imported from their modules, so a consumer such
+as the Lambda never pays for what it does not use:
+`ses_core.dynamodb_blacklist`, `ses_core.sqlite_blacklist`, `ses_core.blacklist_cache`,
+`ses_core.rate_limit`, `ses_core.redis_rate_limit`, `ses_core.send_quota`,
+`ses_core.smtp_client`, `ses_core.sns_signature`, and the test doubles in `ses_core.testing`.
+The library reads no environment variables and holds no service configuration.
 """
 
 from ses_core.addresses import EmailAddress, normalize_address
+from ses_core.blacklist import (
+    Blacklist,
+    BlacklistEntry,
+    BlacklistEvent,
+    BlacklistPage,
+    BlacklistReason,
+    InMemoryBlacklist,
+)
+from ses_core.envelopes import FeedbackRecord, RecordFailure, iter_feedback, parse_feedback
 from ses_core.errors import (
     BlacklistUnavailable,
+    CertificateUnavailable,
     DailyQuotaExhausted,
     InvalidAddress,
     MalformedNotification,
@@ -17,17 +31,56 @@ from ses_core.errors import (
     RateLimitTimeout,
     SesCoreError,
     SignatureInvalid,
+    UpstreamUnavailable,
+)
+from ses_core.notifications import (
+    Bounce,
+    Complaint,
+    Delivery,
+    Mail,
+    NotificationKind,
+    SesNotification,
+)
+from ses_core.suppression import (
+    DEFAULT_POLICY,
+    SuppressionDecision,
+    SuppressionPolicy,
+    Verdict,
+    decide_suppression,
 )
 
 __all__ = [
+    "DEFAULT_POLICY",
+    "Blacklist",
+    "BlacklistEntry",
+    "BlacklistEvent",
+    "BlacklistPage",
+    "BlacklistReason",
     "BlacklistUnavailable",
+    "Bounce",
+    "CertificateUnavailable",
+    "Complaint",
     "DailyQuotaExhausted",
+    "Delivery",
     "EmailAddress",
+    "FeedbackRecord",
+    "InMemoryBlacklist",
     "InvalidAddress",
+    "Mail",
     "MalformedNotification",
+    "NotificationKind",
     "RateLimitTimeout",
     "RateLimiterUnavailable",
+    "RecordFailure",
     "SesCoreError",
+    "SesNotification",
     "SignatureInvalid",
+    "SuppressionDecision",
+    "SuppressionPolicy",
+    "UpstreamUnavailable",
+    "Verdict",
+    "decide_suppression",
+    "iter_feedback",
     "normalize_address",
+    "parse_feedback",
 ]
