@@ -13,6 +13,7 @@ if podman "${store[@]}" image exists "${image}"; then
   exit 0
 fi
 rootfs="$(mktemp -d)"
+chmod 0755 "${rootfs}"   # mktemp makes it 0700, which would become the image's / and lock out non-root users
 trap 'rm -rf "${rootfs}"' EXIT
 debootstrap --variant=minbase --include=python3 bookworm "${rootfs}" \
   "${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
