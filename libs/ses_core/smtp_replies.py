@@ -1,0 +1,167 @@
+"""What an SES SMTP reply means, and the per-recipient result values of a send.
+
+SES answers several different conditions with the same code (`454` is a rate throttle, a daily
+quota, an authentication hiccup or a plain transient failure, told apart only by the text), and
+the original service turned every one of them into a permanent `554`, losing throttled mail.
+`classify_reply` is the single place that reads a reply; everything else acts on its
+`ReplyClass` (see the reply table in the project's ses-facts.md).
+
+Policy encoded here, on purpose:
+- only a real permanent reply (5xx that is not an auth/config failure) can make a recipient
+  REFUSED; every transient, throttled, quota, auth or connection outcome leaves it DEFERRED, so the
+  relay answers 4xx and the sender keeps the mail;
+- `530`/`535` and `554 Access denied` are operator errors (credentials, IAM policy): the mail is
+  fine, so they are AUTH (deferred, logged loudly), never a bounce;
+- unknown or malformed codes are TRANSIENT: when in doubt, keep the mail.
+"""
+
+from __future__ import annotations
+
+import enum
+
+import attrs
+
+
+class ReplyClass(enum.Enum):
+    """What a reply means for the message and for the connection."""
+
+    SUCCESS = "success"
+    TRANSIENT = "transient"
+    THROTTLED = "throttled"
+    DAILY_QUOTA = "daily_quota"
+    AUTH = "auth"
+    CONNECTION = "connection"
+    PERMANENT = "permanent"
+
+    @property
+    def retryable_soon(self) -> bool:
+        """Whether retrying this message within its deadline may succeed."""
+        return self in (ReplyClass.TRANSIENT, ReplyClass.THROTTLED, ReplyClass.CONNECTION)
+
+
+#: Codes that always mean "the relay's credentials or configuration are wrong".
+_AUTH_CODES = frozenset({530, 534, 535, 538})
+
+
+def classify_reply(code: int, text: str) -> ReplyClass:
+    """Classify one SMTP reply from SES (or any upstream) by its code and, for 454/554, its text."""
+    lowered = " ".join(text.lower().split())
+    if 200 <= code < 400:
+        return ReplyClass.SUCCESS
+    if code == 421:
+        return ReplyClass.CONNECTION
+    if 400 <= code < 500:
+        if "daily message quota" in lowered or ("throttling" in lowered and "daily" in lowered):
+            return ReplyClass.DAILY_QUOTA
+        if "throttling" in lowered or "maximum sending rate" in lowered:
+            return ReplyClass.THROTTLED
+        if "authentication" in lowered:
+            return ReplyClass.AUTH
+        return ReplyClass.TRANSIENT
+    if code in _AUTH_CODES:
+        return ReplyClass.AUTH
+    if code == 554 and "access denied" in lowered:
+        return ReplyClass.AUTH
+    if 500 <= code < 600:
+        return ReplyClass.PERMANENT
+    return ReplyClass.TRANSIENT
+
+
+class Outcome(enum.Enum):
+    """The final state of one recipient after a send."""
+
+    ACCEPTED = "accepted"
+    REFUSED = "refused"
+    DEFERRED = "deferred"
+
+
+def outcome_for(reply_class: ReplyClass) -> Outcome:
+    """The recipient outcome a final reply of this class gives."""
+    if reply_class is ReplyClass.SUCCESS:
+        return Outcome.ACCEPTED
+    if reply_class is ReplyClass.PERMANENT:
+        return Outcome.REFUSED
+    return Outcome.DEFERRED
+
+
+@attrs.frozen
+class RecipientResult:
+    """What happened to one recipient.
+
+    Attributes:
+        recipient: the envelope address as given to `send`.
+        outcome: ACCEPTED, REFUSED (permanent upstream reply) or DEFERRED (retry later).
+        code: the upstream's reply code, or a 4xx/5xx code the client chose for a local reason.
+        text: the upstream's reply text, or a description of the local reason.
+        reply_class: the classification behind `outcome`.
+    """
+
+    recipient: str
+    outcome: Outcome
+    code: int
+    text: str
+    reply_class: ReplyClass
+
+    @classmethod
+    def from_reply(cls, recipient: str, code: int, text: str) -> RecipientResult:
+        """A result from a final upstream reply, classified."""
+        reply_class = classify_reply(code, text)
+        return cls(recipient, outcome_for(reply_class), code, text, reply_class)
+
+    @classmethod
+    def deferred(
+        cls, recipient: str, code: int, text: str, reply_class: ReplyClass
+    ) -> RecipientResult:
+        """A DEFERRED result, whatever the class (used when a retry budget runs out)."""
+        return cls(recipient, Outcome.DEFERRED, code, text, reply_class)
+
+
+@attrs.frozen
+class SendResult:
+    """The outcome of one `send`, one entry per recipient in the order given.
+
+    Attributes:
+        recipients: one `RecipientResult` per recipient.
+        limiter_wait: seconds spent waiting for send-rate capacity, summed over attempts.
+        attempts: SMTP transactions tried (summed over 50-recipient chunks).
+        ambiguous: the connection was lost after the message's final '.' and before the reply,
+            so SES may have accepted it; those recipients are DEFERRED and a resend may duplicate.
+    """
+
+    recipients: tuple[RecipientResult, ...]
+    limiter_wait: float = 0.0
+    attempts: int = 1
+    ambiguous: bool = False
+
+    @classmethod
+    def combine(cls, parts: tuple[SendResult, ...]) -> SendResult:
+        """Join the results of several chunks of one message."""
+        return cls(
+            recipients=tuple(r for part in parts for r in part.recipients),
+            limiter_wait=sum(part.limiter_wait for part in parts),
+            attempts=sum(part.attempts for part in parts),
+            ambiguous=any(part.ambiguous for part in parts),
+        )
+
+    @property
+    def all_accepted(self) -> bool:
+        """Whether every recipient was accepted."""
+        return all(r.outcome is Outcome.ACCEPTED for r in self.recipients)
+
+    @property
+    def accepted(self) -> tuple[RecipientResult, ...]:
+        """The recipients SES accepted."""
+        return self._with(Outcome.ACCEPTED)
+
+    @property
+    def refused(self) -> tuple[RecipientResult, ...]:
+        """The recipients SES refused permanently."""
+        return self._with(Outcome.REFUSED)
+
+    @property
+    def deferred(self) -> tuple[RecipientResult, ...]:
+        """The recipients to retry later."""
+        return self._with(Outcome.DEFERRED)
+
+    def _with(self, outcome: Outcome) -> tuple[RecipientResult, ...]:
+        return tuple(r for r in self.recipients if r.outcome is outcome)
