@@ -1,0 +1,444 @@
+"""The relay's SMTP transaction logic: MAIL, RCPT and DATA hooks for aiosmtpd.
+
+What the client is told, and why:
+
+- MAIL: the sender address is parsed (`501 5.1.7` with the reason when invalid) and its domain
+  checked against `RELAY_ALLOWED_SENDER_DOMAINS` (`550 5.7.1`).
+- RCPT: syntax (`501 5.1.3` with the reason), then the blacklist, at RCPT time so that the client
+  learns which recipient was refused: `550 5.1.1 <addr>: recipient is blacklisted (<reason>)`, or
+  with `RELAY_BLACKLIST_MODE=drop` the original service's silent drop (`250`, but the address is
+  not sent to). A blacklist that cannot answer gives `451 4.3.0`: never an accept. Beyond
+  `max_recipients` the answer is `452 4.5.3` (the client retries the rest in a second message);
+  batches above SES's 50-recipient limit are split by the SMTP client.
+- DATA: the message goes to the `MessageSender` with a deadline of now + `RELAY_MAX_WAIT` (the
+  sender waits for rate tokens, counted per recipient, and retries transient upstream failures
+  within it). The reply tells the truth:
+  * every recipient accepted: `250` with the upstream's text;
+  * nothing accepted, something deferred (throttled, transient, connection, auth, quota): `451`
+    with an enhanced code saying which (`4.7.0` throttled / rate wait exceeded / quota,
+    `4.4.x` upstream unreachable, `4.3.0` other), so the client keeps the message and retries;
+  * every recipient refused permanently by the upstream: the upstream's own `5xx` and text;
+  * partial acceptance. SMTP has one reply per DATA. Answering 4xx after some recipients were
+    accepted upstream makes the client resend to all of them (duplicates); answering 250 makes the
+    client forget the deferred ones. Policy: when at least one recipient was accepted, the relay
+    keeps resending to the *deferred* recipients only, within the same deadline, then answers
+    `250`. Recipients still deferred at the deadline are logged at ERROR level with the
+    transaction id and counted in `relay_recipients{outcome="undelivered"}` so that an operator
+    can resend; permanently refused recipients alongside accepted ones are likewise logged
+    (`refused`), as a bounce would report them. A relay that answered 451 here would
+    duplicate mail to every accepted recipient on each client retry.
+  * the ambiguous case (connection lost after the final '.'; the upstream may have the message)
+    is DEFERRED by the client; with nothing known to be accepted the relay answers 451, so the
+    message may arrive twice but is never lost.
+- Any unexpected exception: a logged traceback and `451 4.3.0`; aiosmtpd's default
+  `500 Error: (...)` (permanent, leaking internals) is never sent.
+
+One JSON log line is written per DATA transaction (id, peer, sender domain, recipient count,
+refused recipients with reasons, outcome, reply and upstream codes, limiter wait, latency); no
+message body, no secret, and of the sender only its domain.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import os
+import time
+from collections.abc import Callable
+from typing import Any
+
+from aiosmtpd.smtp import Envelope, Session
+
+from relay.access import AccessPolicy
+from relay.metrics import RelayMetrics
+from ses_core.addresses import EmailAddress
+from ses_core.blacklist import Blacklist
+from ses_core.errors import (
+    BlacklistUnavailable,
+    DailyQuotaExhausted,
+    InvalidAddress,
+    RateLimiterUnavailable,
+    RateLimitTimeout,
+)
+from ses_core.smtp_client import MessageSender, OutboundMessage
+from ses_core.smtp_replies import RecipientResult, ReplyClass, SendResult
+
+log = logging.getLogger(__name__)
+transaction_log = logging.getLogger("relay.transactions")
+
+INTERNAL_ERROR = "451 4.3.0 Internal error, please try again later"
+#: How the SMTP client (and the outbox) word a deferral caused by the local rate limiter.
+LIMITER_TIMEOUT_TEXT = "4.7.0 send rate limit"
+_MAX_REASON = 200
+
+
+class RelayEnvelope(Envelope):
+    """aiosmtpd's envelope plus the relay's per-transaction bookkeeping."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.started: float | None = None
+        self.sender_domain: str | None = None
+        self.refused: list[dict[str, str]] = []
+        self.dropped: set[str] = set()
+
+
+def _peer_host(session: Session) -> str:
+    peer = session.peer
+    if isinstance(peer, tuple) and peer:
+        return str(peer[0])
+    return str(peer)
+
+
+class RelayHandler:
+    """aiosmtpd handler object: see the module docstring for the reply policy."""
+
+    def __init__(
+        self,
+        *,
+        sender: MessageSender,
+        blacklist: Blacklist | None = None,
+        policy: AccessPolicy | None = None,
+        metrics: RelayMetrics | None = None,
+        max_wait: float = 60.0,
+        max_recipients: int = 1000,
+        blacklist_drop: bool = False,
+        on_daily_quota: Callable[[], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.sender = sender
+        self.blacklist = blacklist
+        self.policy = policy or AccessPolicy()
+        self.metrics = metrics or RelayMetrics()
+        self.max_wait = max_wait
+        self.max_recipients = max_recipients
+        self.blacklist_drop = blacklist_drop
+        self._on_daily_quota = on_daily_quota
+        self._clock = clock
+        self._ids = itertools.count(1)
+        self._id_prefix = os.urandom(3).hex()
+
+    # --- EHLO / MAIL / RCPT --------------------------------------------------------------------
+
+    async def handle_EHLO(
+        self, server: Any, session: Session, envelope: Envelope, hostname: str, responses: list[str]
+    ) -> list[str]:
+        """Advertise PIPELINING (aiosmtpd handles pipelined commands but does not say so) and
+        drop an empty `AUTH` line (TLS on, no credential source) from aiosmtpd's EHLO reply."""
+        session.host_name = hostname
+        lines = [line for line in responses if line.rstrip() != "250-AUTH"]
+        lines.insert(len(lines) - 1, "250-PIPELINING")
+        return lines
+
+    async def handle_MAIL(
+        self,
+        server: Any,
+        session: Session,
+        envelope: Envelope,
+        address: str,
+        mail_options: list[str],
+    ) -> str:
+        """Check the sender's syntax and domain; start the transaction clock."""
+        try:
+            parsed = EmailAddress.parse(address)
+        except InvalidAddress as exc:
+            return f"501 5.1.7 Bad sender address syntax: {_short(str(exc))}"
+        if not self.policy.sender_allowed(parsed.ascii_domain):
+            log.info("sender domain %s refused for %s", parsed.ascii_domain, _peer_host(session))
+            return "550 5.7.1 Sender domain not allowed on this relay"
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        if isinstance(envelope, RelayEnvelope):
+            envelope.started = self._clock()
+            envelope.sender_domain = parsed.ascii_domain
+        return "250 2.1.0 OK"
+
+    async def handle_RCPT(
+        self,
+        server: Any,
+        session: Session,
+        envelope: Envelope,
+        address: str,
+        rcpt_options: list[str],
+    ) -> str:
+        """Check syntax, count and blacklist; append accepted addresses to `rcpt_tos`."""
+        if len(envelope.rcpt_tos) >= self.max_recipients:
+            return "452 4.5.3 Too many recipients"
+        try:
+            parsed = EmailAddress.parse(address)
+        except InvalidAddress as exc:
+            self.metrics.recipients.labels("invalid").inc()
+            return f"501 5.1.3 Bad recipient address syntax: {_short(str(exc))}"
+        if parsed.requires_smtputf8 and not envelope.smtp_utf8:
+            return "553 5.6.7 Non-ASCII address requires MAIL FROM with SMTPUTF8"
+        if self.blacklist is not None:
+            try:
+                # The address as written, not only its key: the DynamoDB adapter also matches
+                # the original service's case-sensitive legacy items with it.
+                entry = await asyncio.to_thread(self.blacklist.get, address)
+            except BlacklistUnavailable as exc:
+                self.metrics.blacklist_errors.inc()
+                log.warning("blacklist unavailable at RCPT: %s", exc)
+                return "451 4.3.0 Blacklist temporarily unavailable, try again later"
+            if entry is not None:
+                self.metrics.blacklist_hits.inc()
+                reason = str(entry.reason.value)
+                if isinstance(envelope, RelayEnvelope):
+                    envelope.refused.append({"rcpt": parsed.key, "reason": f"blacklisted:{reason}"})
+                if self.blacklist_drop:
+                    self.metrics.recipients.labels("dropped").inc()
+                    if isinstance(envelope, RelayEnvelope):
+                        envelope.dropped.add(address)
+                    envelope.rcpt_tos.append(address)
+                    return "250 2.1.5 OK"
+                self.metrics.recipients.labels("blacklisted").inc()
+                return f"550 5.1.1 <{parsed.address}>: recipient is blacklisted ({reason})"
+        envelope.rcpt_tos.append(address)
+        envelope.rcpt_options.extend(rcpt_options)
+        return "250 2.1.5 OK"
+
+    # --- DATA ----------------------------------------------------------------------------------
+
+    async def handle_DATA(self, server: Any, session: Session, envelope: Envelope) -> str:
+        """Send the message and answer with the truth (see the module docstring)."""
+        started = self._clock()
+        relay_env = envelope if isinstance(envelope, RelayEnvelope) else None
+        dropped = relay_env.dropped if relay_env is not None else set()
+        recipients = tuple(r for r in envelope.rcpt_tos if r not in dropped)
+        record = _Record(
+            id=f"{self._id_prefix}-{next(self._ids)}",
+            peer=_peer_host(session),
+            sender_domain=relay_env.sender_domain if relay_env else None,
+            recipients=len(envelope.rcpt_tos),
+            refused=list(relay_env.refused) if relay_env else [],
+            size=len(envelope.original_content or b""),
+            started=relay_env.started if relay_env and relay_env.started is not None else started,
+        )
+        if not recipients:
+            # Every recipient was a blacklisted address dropped silently (drop mode).
+            return self._finish(record, "250 2.0.0 OK", "dropped", None)
+        message = OutboundMessage(
+            sender=envelope.mail_from or "",
+            recipients=recipients,
+            data=envelope.original_content or b"",
+            smtputf8=bool(envelope.smtp_utf8),
+            eightbit="BODY=8BITMIME" in envelope.mail_options,
+        )
+        deadline = started + self.max_wait
+        try:
+            result = await self.sender.send(message, deadline=deadline)
+            result = await self._retry_deferred(message, result, deadline)
+        except RateLimitTimeout as exc:
+            record.limiter_wait = exc.wait_seconds
+            return self._finish(
+                record,
+                "451 4.7.0 Send rate limit: wait exceeded, try again later",
+                "deferred",
+                "rate_wait_exceeded",
+            )
+        except DailyQuotaExhausted:
+            return self._finish(
+                record,
+                "451 4.7.0 Daily sending quota exhausted, try again later",
+                "deferred",
+                "daily_quota",
+            )
+        except RateLimiterUnavailable as exc:
+            log.error("rate limiter unavailable: %s", exc)
+            return self._finish(
+                record,
+                "451 4.3.0 Rate limiter unavailable, try again later",
+                "deferred",
+                "limiter_unavailable",
+            )
+        self.metrics.upstream_latency.observe(self._clock() - started)
+        return self._answer(record, result)
+
+    async def _retry_deferred(
+        self, message: OutboundMessage, result: SendResult, deadline: float
+    ) -> SendResult:
+        """Partial acceptance: resend to the deferred recipients only, while time remains."""
+        attempts = 0
+        while result.accepted and result.deferred and self._clock() < deadline and attempts < 5:
+            retryable = [
+                r
+                for r in result.deferred
+                if r.reply_class.retryable_soon and not is_limiter_timeout(r)
+            ]
+            if not retryable:
+                break
+            attempts += 1
+            retry = OutboundMessage(
+                sender=message.sender,
+                recipients=tuple(r.recipient for r in retryable),
+                data=message.data,
+                smtputf8=message.smtputf8,
+                eightbit=message.eightbit,
+            )
+            try:
+                again = await self.sender.send(retry, deadline=deadline)
+            except (RateLimitTimeout, DailyQuotaExhausted, RateLimiterUnavailable) as exc:
+                log.warning("retry of deferred recipients stopped: %s", type(exc).__name__)
+                break
+            by_rcpt = {r.recipient: r for r in again.recipients}
+            result = SendResult(
+                recipients=tuple(by_rcpt.get(r.recipient, r) for r in result.recipients),
+                limiter_wait=result.limiter_wait + again.limiter_wait,
+                attempts=result.attempts + again.attempts,
+                ambiguous=result.ambiguous or again.ambiguous,
+            )
+        return result
+
+    def _answer(self, record: _Record, result: SendResult) -> str:
+        record.limiter_wait = result.limiter_wait
+        record.attempts = result.attempts
+        self.metrics.limiter_wait.observe(result.limiter_wait)
+        accepted, refused, deferred = result.accepted, result.refused, result.deferred
+        for item in refused:
+            record.refused.append({"rcpt": item.recipient, "reason": f"upstream:{item.code}"})
+        if accepted:
+            self.metrics.recipients.labels("accepted").inc(len(accepted))
+        if refused:
+            self.metrics.recipients.labels("refused").inc(len(refused))
+        if self._on_daily_quota is not None and any(
+            r.reply_class is ReplyClass.DAILY_QUOTA for r in deferred
+        ):
+            # Tell the quota poller, so later messages are deferred before reaching SES.
+            self._on_daily_quota()
+        first = (deferred or refused or accepted)[0]
+        record.upstream_code = first.code
+        if not deferred and not refused:
+            return self._finish(record, f"250 {_short(accepted[0].text) or 'OK'}", "accepted", None)
+        if accepted:
+            if deferred:
+                self.metrics.recipients.labels("undelivered").inc(len(deferred))
+                log.error(
+                    "transaction %s: %d recipient(s) still deferred after partial acceptance: %s",
+                    record.id,
+                    len(deferred),
+                    ", ".join(f"{r.recipient} ({r.code})" for r in deferred),
+                )
+            reason = "partial_deferred" if deferred else "partial_refused"
+            return self._finish(
+                record, f"250 {_short(accepted[0].text) or 'OK'}", "partial", reason
+            )
+        if deferred:
+            self.metrics.recipients.labels("deferred").inc(len(deferred))
+            line, reason = _deferred_reply(deferred)
+            if result.ambiguous:
+                reason = "ambiguous"
+            return self._finish(record, line, "deferred", reason)
+        return self._finish(record, _permanent_reply(refused[0]), "refused", "upstream_refused")
+
+    def _finish(self, record: _Record, reply: str, outcome: str, reason: str | None) -> str:
+        latency = self._clock() - record.started
+        self.metrics.transactions.labels(outcome, reason or "").inc()
+        if transaction_log.isEnabledFor(logging.INFO):
+            fields = {
+                "event": "transaction",
+                "id": record.id,
+                "peer": record.peer,
+                "sender_domain": record.sender_domain,
+                "recipients": record.recipients,
+                "refused": record.refused,
+                "outcome": outcome,
+                "reason": reason,
+                "code": int(reply[:3]),
+                "upstream_code": record.upstream_code,
+                "limiter_wait": round(record.limiter_wait, 4),
+                "attempts": record.attempts,
+                "size": record.size,
+                "latency": round(latency, 4),
+            }
+            transaction_log.info("%s %s", record.id, outcome, extra={"fields": fields})
+        return reply
+
+    # --- errors --------------------------------------------------------------------------------
+
+    async def handle_exception(self, error: Exception) -> str:
+        """Log the traceback and answer 451 (never aiosmtpd's permanent `500 Error: (...)`)."""
+        self.metrics.errors.inc()
+        log.error("unexpected error in SMTP session", exc_info=error)
+        return INTERNAL_ERROR
+
+
+class _Record:
+    """Mutable facts about one transaction, gathered for its log line."""
+
+    __slots__ = (
+        "id",
+        "peer",
+        "sender_domain",
+        "recipients",
+        "refused",
+        "size",
+        "started",
+        "limiter_wait",
+        "attempts",
+        "upstream_code",
+    )
+
+    def __init__(
+        self,
+        *,
+        id: str,
+        peer: str,
+        sender_domain: str | None,
+        recipients: int,
+        refused: list[dict[str, str]],
+        size: int,
+        started: float,
+    ) -> None:
+        self.id = id
+        self.peer = peer
+        self.sender_domain = sender_domain
+        self.recipients = recipients
+        self.refused = refused
+        self.size = size
+        self.started = started
+        self.limiter_wait = 0.0
+        self.attempts = 0
+        self.upstream_code: int | None = None
+
+
+def is_limiter_timeout(result: RecipientResult) -> bool:
+    """Whether a deferral came from our own rate limiter (no capacity before the deadline)
+    rather than from the upstream. The SMTP client reports it as a THROTTLED 451 whose text
+    starts with `4.7.0 send rate limit`; `OutboxSender` uses the same text."""
+    return (
+        result.reply_class is ReplyClass.THROTTLED
+        and result.code == 451
+        and result.text.startswith(LIMITER_TIMEOUT_TEXT)
+    )
+
+
+def _deferred_reply(deferred: tuple[RecipientResult, ...]) -> tuple[str, str]:
+    classes = {r.reply_class for r in deferred}
+    sample = deferred[0]
+    upstream = f"(upstream {sample.code})"
+    if all(is_limiter_timeout(r) for r in deferred):
+        return "451 4.7.0 Send rate limit: wait exceeded, try again later", "rate_wait_exceeded"
+    if ReplyClass.DAILY_QUOTA in classes:
+        return f"451 4.7.0 Daily sending quota exceeded, try again later {upstream}", "daily_quota"
+    if ReplyClass.THROTTLED in classes:
+        return f"451 4.7.0 Upstream throttled, try again later {upstream}", "throttled"
+    if ReplyClass.AUTH in classes:
+        return (
+            f"451 4.7.0 Upstream refused the relay's credentials, try again later {upstream}",
+            "upstream_auth",
+        )
+    if ReplyClass.CONNECTION in classes:
+        return "451 4.4.1 Upstream unreachable, try again later", "connection"
+    return f"451 4.3.0 Upstream temporary failure, try again later {upstream}", "transient"
+
+
+def _permanent_reply(refused: RecipientResult) -> str:
+    code = refused.code if 500 <= refused.code < 600 else 554
+    return f"{code} {_short(refused.text) or 'Transaction failed'}"
+
+
+def _short(text: str) -> str:
+    # A reply is one line: strip CR/LF and bound its length.
+    flat = " ".join(text.split())
+    return flat if len(flat) <= _MAX_REASON else flat[: _MAX_REASON - 3] + "..."

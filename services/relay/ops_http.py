@@ -1,0 +1,128 @@
+"""A tiny HTTP/1.1 endpoint for operations: `/metrics`, `/healthz`, `/readyz`.
+
+Three GET routes do not justify a web framework; `asyncio.start_server` serves them on the relay's
+event loop. Each response closes the connection. `/readyz` runs the relay's readiness checks
+(upstream NOOP on a pooled connection, Redis, DynamoDB) with a timeout and answers 503 with the
+failing check's name and error class, never with a traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+log = logging.getLogger(__name__)
+
+ReadyCheck = Callable[[], Awaitable[None]]
+
+_MAX_REQUEST_BYTES = 8192
+_REASONS = {
+    200: "OK",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    400: "Bad Request",
+    503: "Service Unavailable",
+}
+
+
+class OpsHttpServer:
+    """Serves the registry's metrics and the health/readiness probes on `host:port`."""
+
+    def __init__(
+        self,
+        registry: CollectorRegistry,
+        ready_checks: dict[str, ReadyCheck],
+        *,
+        host: str = "127.0.0.1",
+        port: int = 9125,
+        check_timeout: float = 5.0,
+    ) -> None:
+        self._registry = registry
+        self._checks = ready_checks
+        self._host = host
+        self._port = port
+        self._timeout = check_timeout
+        self._server: asyncio.Server | None = None
+
+    @property
+    def port(self) -> int:
+        """The bound port (useful when started with port 0)."""
+        if self._server is None or not self._server.sockets:
+            return self._port
+        return int(self._server.sockets[0].getsockname()[1])
+
+    async def start(self) -> None:
+        """Bind and start serving."""
+        self._server = await asyncio.start_server(self._serve, self._host, self._port)
+        log.info("ops endpoint on http://%s:%d (/metrics /healthz /readyz)", self._host, self.port)
+
+    async def aclose(self) -> None:
+        """Stop serving."""
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
+
+    async def readiness(self) -> tuple[bool, str]:
+        """Run every check; return (ready, text)."""
+        failures = []
+        for name, check in self._checks.items():
+            try:
+                await asyncio.wait_for(check(), self._timeout)
+            except (Exception, asyncio.TimeoutError) as exc:  # noqa: BLE001 - reported, see below
+                # A probe must answer for any failure; the class name tells the operator which
+                # dependency failed and the details are logged, not sent.
+                log.warning(
+                    "readiness check %s failed: %s", name, type(exc).__name__, exc_info=True
+                )
+                failures.append(f"{name}: {type(exc).__name__}")
+        if failures:
+            return False, "not ready: " + "; ".join(failures) + "\n"
+        return True, "ready\n"
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            status, content_type, body = await asyncio.wait_for(self._respond(reader), 10.0)
+        except (
+            asyncio.TimeoutError,
+            asyncio.IncompleteReadError,
+            asyncio.LimitOverrunError,
+            ConnectionError,
+        ):
+            writer.close()
+            return
+        head = (
+            f"HTTP/1.1 {status} {_REASONS.get(status, 'OK')}\r\n"
+            f"Content-Type: {content_type}\r\nContent-Length: {len(body)}\r\n"
+            "Connection: close\r\n\r\n"
+        )
+        try:
+            writer.write(head.encode("ascii") + body)
+            await writer.drain()
+        except ConnectionError:
+            pass
+        finally:
+            writer.close()
+
+    async def _respond(self, reader: asyncio.StreamReader) -> tuple[int, str, bytes]:
+        head = await reader.readuntil(b"\r\n\r\n")
+        if len(head) > _MAX_REQUEST_BYTES:
+            return 400, "text/plain", b"request too large\n"
+        request_line = head.split(b"\r\n", 1)[0].decode("latin-1")
+        parts = request_line.split()
+        if len(parts) != 3:
+            return 400, "text/plain", b"bad request\n"
+        method, target = parts[0], parts[1].split("?", 1)[0]
+        if method not in {"GET", "HEAD"}:
+            return 405, "text/plain", b"method not allowed\n"
+        if target == "/metrics":
+            return 200, CONTENT_TYPE_LATEST, generate_latest(self._registry)
+        if target == "/healthz":
+            return 200, "text/plain", b"ok\n"
+        if target == "/readyz":
+            ready, text = await self.readiness()
+            return (200 if ready else 503), "text/plain", text.encode()
+        return 404, "text/plain", b"not found\n"

@@ -1,0 +1,115 @@
+"""Local mode's sender: each message becomes one `.eml` file in an outbox directory.
+
+This is what runs on a developer machine with no AWS account: the relay behaves exactly as in
+production (AUTH, blacklist, rate limit, logs, metrics) but `send` writes the message to disk.
+Writes are atomic (a hidden temporary file, fsync, then rename), so a watcher never sees half a
+message. The envelope is recorded the way local delivery agents do it: a `Return-Path` header and
+one `X-Original-To` header per recipient are prepended to the message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import os
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+from ses_core.errors import DailyQuotaExhausted, RateLimiterUnavailable, RateLimitTimeout
+from ses_core.rate_limit import RateLimiter
+from ses_core.smtp_client import OutboundMessage
+from ses_core.smtp_replies import Outcome, RecipientResult, ReplyClass, SendResult
+
+log = logging.getLogger(__name__)
+
+
+class OutboxSender:
+    """A `MessageSender` that writes `.eml` files into `directory` (created if missing)."""
+
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        limiter: RateLimiter | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.directory = Path(directory)
+        self._limiter = limiter
+        self._clock = clock
+        self._counter = itertools.count()
+        self.directory.mkdir(parents=True, exist_ok=True)
+
+    async def send(self, message: OutboundMessage, *, deadline: float | None = None) -> SendResult:
+        """Write `message`; every recipient ACCEPTED, or DEFERRED (like the SMTP client) when
+        the rate limiter has no capacity before `deadline` or the disk write fails."""
+        waited = 0.0
+        if self._limiter is not None:
+            max_wait = None if deadline is None else max(0.0, deadline - self._clock())
+            try:
+                waited = await self._limiter.acquire(len(message.recipients), max_wait=max_wait)
+            except RateLimitTimeout as exc:
+                text = (
+                    "4.7.0 send rate limit: no capacity before the message deadline "
+                    f"({exc.wait_seconds:.1f}s)"
+                )
+                return _all(message, 451, text, ReplyClass.THROTTLED, attempts=0)
+            except RateLimiterUnavailable:
+                text = "4.3.0 send-rate limiter unavailable"
+                return _all(message, 451, text, ReplyClass.TRANSIENT, attempts=0)
+            except DailyQuotaExhausted:
+                text = "4.7.0 daily sending quota exhausted"
+                return _all(message, 454, text, ReplyClass.DAILY_QUOTA, attempts=0)
+        try:
+            path = await asyncio.to_thread(self._write, message)
+        except OSError as exc:
+            log.error("outbox write failed in %s: %s", self.directory, exc.strerror or exc)
+            text = "4.3.0 Local outbox write failed"
+            return _all(message, 451, text, ReplyClass.TRANSIENT, waited=waited)
+        text = f"2.0.0 Ok {path.stem}"
+        accepted = tuple(
+            RecipientResult(rcpt, Outcome.ACCEPTED, 250, text, ReplyClass.SUCCESS)
+            for rcpt in message.recipients
+        )
+        return SendResult(recipients=accepted, limiter_wait=waited)
+
+    async def check(self) -> None:
+        """Raise `OSError` unless the outbox directory is writable."""
+        if not os.access(self.directory, os.W_OK | os.X_OK):
+            message = f"outbox {self.directory} is not writable"
+            raise PermissionError(message)
+
+    async def aclose(self) -> None:
+        """Nothing to release."""
+
+    def _write(self, message: OutboundMessage) -> Path:
+        name = f"{time.strftime('%Y%m%dT%H%M%S')}-{next(self._counter):06d}-{uuid.uuid4().hex[:12]}"
+        final = self.directory / f"{name}.eml"
+        temporary = self.directory / f".{name}.tmp"
+        header = [f"Return-Path: <{message.sender}>\r\n"]
+        header.extend(f"X-Original-To: {rcpt}\r\n" for rcpt in message.recipients)
+        with open(temporary, "wb") as file:
+            file.write("".join(header).encode("utf-8"))
+            file.write(message.data)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, final)
+        return final
+
+
+def _all(
+    message: OutboundMessage,
+    code: int,
+    text: str,
+    reply_class: ReplyClass,
+    *,
+    waited: float = 0.0,
+    attempts: int = 1,
+) -> SendResult:
+    results = tuple(
+        RecipientResult(rcpt, Outcome.DEFERRED, code, text, reply_class)
+        for rcpt in message.recipients
+    )
+    return SendResult(recipients=results, limiter_wait=waited, attempts=attempts)
