@@ -1,0 +1,254 @@
+"""Send-rate limiting with SES semantics: a message costs one unit per recipient.
+
+`RateLimiter` is the port every sender (the SMTP client, the relay) depends on; implementations
+live beside it (in-process) and in `redis_rate_limit` (shared by every replica).
+
+The in-process `LocalRateLimiter` runs GCRA (the generic cell rate algorithm, a token bucket kept
+as one timestamp, the "theoretical arrival time" or TAT):
+
+- `burst` is how many recipients beyond the steady rate may pass at once. Any half-open one-second
+  window therefore carries at most `ceil(rate) + burst` recipients of single-recipient traffic,
+  even right after an idle period; the default `burst=1` gives `rate + 1`. That one recipient of
+  slack also absorbs the scheduler's wake-up lateness, so a saturated limiter delivers its full
+  rate.
+- A cost above the bucket size is admitted as soon as the bucket is full and then borrows from the
+  following seconds, as SES does with multi-recipient messages, instead of blocking forever.
+- Requests are served strictly in arrival order: a 50-recipient message is never overtaken (and so
+  never starved) by single-recipient ones that arrive after it.
+- Capacity is reserved at grant time, not at arrival: a waiter that is cancelled has taken nothing,
+  and the waiters behind it move up at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import math
+import time
+from collections.abc import Awaitable, Callable
+from typing import Protocol
+
+import attrs
+
+from ses_core.errors import RateLimitTimeout
+
+Clock = Callable[[], float]
+Sleep = Callable[[float], Awaitable[object]]
+
+#: Tolerance for float rounding when comparing computed wake-up times with the clock.
+WAIT_EPSILON = 1e-9
+
+
+class RateLimiter(Protocol):
+    """Admits sends at the account's rate, counting recipients, in arrival order."""
+
+    async def acquire(self, cost: int, *, max_wait: float | None = None) -> float:
+        """Wait until `cost` recipients fit the rate; return the seconds waited.
+
+        Raises `RateLimitTimeout` at once (taking nothing) when the wait would exceed `max_wait`,
+        `RateLimiterUnavailable` when a shared store is down and the limiter fails closed, and
+        `DailyQuotaExhausted` when the daily quota is known to be used up.
+        """
+        ...
+
+
+class AdjustableRateLimiter(RateLimiter, Protocol):
+    """A limiter whose rate can be changed while it runs (the SES-read "auto" rate uses it)."""
+
+    @property
+    def rate(self) -> float:
+        """The current rate in recipients per second."""
+        ...
+
+    def set_rate(self, rate: float) -> None:
+        """Change the rate; capacity already used keeps counting at its new cost in time."""
+        ...
+
+
+@attrs.frozen
+class RateLimitSpec:
+    """How the send rate is chosen: a fixed number of recipients per second, or read from SES.
+
+    Attributes:
+        rate: the fixed rate, or None for `auto`.
+        fallback_rate: used by `auto` until SES answers (and when it never does).
+    """
+
+    rate: float | None
+    fallback_rate: float = 1.0
+
+    @property
+    def auto(self) -> bool:
+        """True when the rate is read from the SES account."""
+        return self.rate is None
+
+    @classmethod
+    def parse(cls, text: str, *, fallback_rate: float = 1.0) -> RateLimitSpec:
+        """Read `"14"`, `"0.5"` or `"auto"` (as in `SES_RATE_LIMIT`); raise ValueError otherwise."""
+        cleaned = text.strip().lower()
+        check_rate(fallback_rate)
+        if cleaned == "auto":
+            return cls(rate=None, fallback_rate=fallback_rate)
+        try:
+            rate = float(cleaned)
+        except ValueError:
+            message = f"rate limit must be a positive number or 'auto', got {text!r}"
+            raise ValueError(message) from None
+        check_rate(rate)
+        return cls(rate=rate, fallback_rate=fallback_rate)
+
+    @property
+    def initial_rate(self) -> float:
+        """The rate to start a limiter with."""
+        return self.fallback_rate if self.rate is None else self.rate
+
+
+def check_rate(rate: float) -> float:
+    """Return `rate` if it is a finite positive number, else raise ValueError."""
+    if not (math.isfinite(rate) and rate > 0):
+        message = f"rate must be a finite number above 0, got {rate!r}"
+        raise ValueError(message)
+    return rate
+
+
+def check_burst(burst: int) -> int:
+    """Return `burst` if it is a non-negative integer, else raise ValueError."""
+    if isinstance(burst, bool) or not isinstance(burst, int) or burst < 0:
+        message = f"burst must be an integer >= 0, got {burst!r}"
+        raise ValueError(message)
+    return burst
+
+
+def check_cost(cost: int) -> int:
+    """Return `cost` if it is a positive integer (a recipient count), else raise ValueError."""
+    if isinstance(cost, bool) or not isinstance(cost, int) or cost < 1:
+        message = f"cost must be an integer >= 1 (recipients), got {cost!r}"
+        raise ValueError(message)
+    return cost
+
+
+def check_max_wait(max_wait: float | None) -> float | None:
+    """Return `max_wait` if it is None or a non-negative number, else raise ValueError."""
+    if max_wait is not None and not (max_wait >= 0):
+        message = f"max_wait must be >= 0 seconds, got {max_wait!r}"
+        raise ValueError(message)
+    return max_wait
+
+
+def gcra_slack(cost: int, capacity: int, interval: float) -> float:
+    """How far ahead of the TAT a request of `cost` may be admitted (0 for costs >= capacity)."""
+    return (capacity - min(cost, capacity)) * interval
+
+
+def timeout_error(cost: int, wait: float, max_wait: float) -> RateLimitTimeout:
+    """Build the error for a request whose wait would exceed its `max_wait`."""
+    message = f"sending {cost} recipient(s) would wait {wait:.3f} s, more than {max_wait:.3f} s"
+    return RateLimitTimeout(message, wait_seconds=wait)
+
+
+@attrs.define(eq=False)
+class _Waiter:
+    cost: int
+    turn: asyncio.Event = attrs.field(factory=asyncio.Event)
+
+
+class LocalRateLimiter:
+    """In-process GCRA limiter, FIFO and cancel-safe; see the module docstring for the rules."""
+
+    def __init__(
+        self,
+        rate: float,
+        burst: int = 1,
+        *,
+        clock: Clock = time.monotonic,
+        sleep: Sleep = asyncio.sleep,
+    ) -> None:
+        self._interval = 1.0 / check_rate(rate)
+        self._rate = rate
+        self._capacity = check_burst(burst) + 1
+        self._clock = clock
+        self._sleep = sleep
+        self._tat = -math.inf
+        self._queue: collections.deque[_Waiter] = collections.deque()
+        self._queued_cost = 0
+
+    @property
+    def rate(self) -> float:
+        """The current rate in recipients per second."""
+        return self._rate
+
+    @property
+    def burst(self) -> int:
+        """Recipients allowed at once beyond the steady rate."""
+        return self._capacity - 1
+
+    @property
+    def waiting(self) -> int:
+        """How many requests are queued."""
+        return len(self._queue)
+
+    def set_rate(self, rate: float) -> None:
+        """Change the rate; the outstanding debt (in recipients) is rescaled to the new rate."""
+        new_interval = 1.0 / check_rate(rate)
+        now = self._clock()
+        if self._tat > now:
+            self._tat = now + (self._tat - now) / self._interval * new_interval
+        self._interval = new_interval
+        self._rate = rate
+
+    def projected_wait(self, cost: int) -> float:
+        """Seconds a request of `cost` arriving now would wait behind the current queue."""
+        return self._delay(check_cost(cost), self._clock(), ahead=self._queued_cost)
+
+    async def acquire(self, cost: int, *, max_wait: float | None = None) -> float:
+        """Wait for `cost` recipients of capacity, in arrival order; return the seconds waited."""
+        check_cost(cost)
+        check_max_wait(max_wait)
+        start = self._clock()
+        wait = self._delay(cost, start, ahead=self._queued_cost)
+        if max_wait is not None and wait > max_wait + WAIT_EPSILON:
+            raise timeout_error(cost, wait, max_wait)
+        if not self._queue and wait <= WAIT_EPSILON:
+            self._grant(cost, start)
+            return 0.0
+        waiter = _Waiter(cost)
+        self._queue.append(waiter)
+        self._queued_cost += cost
+        if len(self._queue) == 1:
+            waiter.turn.set()
+        try:
+            return await self._wait_turn(waiter, start, max_wait)
+        finally:
+            # Runs on grant, timeout and cancellation alike: the waiter leaves the queue having
+            # taken nothing unless `_grant` ran, and the next one is woken at once.
+            self._leave(waiter)
+
+    async def _wait_turn(self, waiter: _Waiter, start: float, max_wait: float | None) -> float:
+        await waiter.turn.wait()
+        while True:
+            now = self._clock()
+            delay = self._delay(waiter.cost, now, ahead=0)
+            if delay <= WAIT_EPSILON:
+                self._grant(waiter.cost, now)
+                return now - start
+            if max_wait is not None and now - start + delay > max_wait + WAIT_EPSILON:
+                # The rate dropped while we queued: fail now rather than overstay the deadline.
+                raise timeout_error(waiter.cost, now - start + delay, max_wait)
+            await self._sleep(delay)
+
+    def _leave(self, waiter: _Waiter) -> None:
+        was_head = bool(self._queue) and self._queue[0] is waiter
+        try:
+            self._queue.remove(waiter)
+        except ValueError:
+            return
+        self._queued_cost -= waiter.cost
+        if was_head and self._queue:
+            self._queue[0].turn.set()
+
+    def _delay(self, cost: int, now: float, *, ahead: int) -> float:
+        tat = max(self._tat, now) + ahead * self._interval
+        return max(0.0, tat - gcra_slack(cost, self._capacity, self._interval) - now)
+
+    def _grant(self, cost: int, now: float) -> None:
+        self._tat = max(self._tat, now) + cost * self._interval
