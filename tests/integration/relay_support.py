@@ -16,12 +16,12 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping
-from pathlib import Path
 from typing import Any
 
 import aiosmtplib
 import attrs
 
+import relay.main  # the processes below run it: this import makes Pants package it
 from relay.config import RelayConfig
 from relay.server import RelayServer, serve
 from relay.wiring import Components
@@ -29,7 +29,6 @@ from ses_core.smtp_client import SesSmtpClient, SmtpSettings
 from ses_core.testing.smtp_upstream import SmtpUpstream
 from ses_core.testing.tls import TestCertificates
 
-ROOT = Path(__file__).resolve().parents[2]
 UPSTREAM_USER, UPSTREAM_PASSWORD = "AKIATESTUSER", "test-smtp-password"
 MESSAGE = (
     b"From: App <app@example.com>\r\nTo: you@example.org\r\nSubject: test\r\n"
@@ -135,9 +134,13 @@ def free_port() -> int:
 
 
 def relay_environment(extra: Mapping[str, str]) -> dict[str, str]:
-    """The environment for a relay process: PYTHONPATH to the sources, no inherited AWS vars."""
+    """The environment for a relay process: this interpreter's path, no inherited AWS vars.
+
+    The child gets `sys.path` as its PYTHONPATH, so it sees the same sources and requirements as
+    this test, whether run from a checkout or inside a Pants sandbox.
+    """
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "RELAY_", "SMTP_"))}
-    env["PYTHONPATH"] = os.pathsep.join(str(ROOT / p) for p in ("libs", "services", "."))
+    env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
     env["RELAY_METRICS_PORT"] = "off"
     env.update(extra)
     return env
@@ -149,7 +152,7 @@ def relay_process(
 ) -> Iterator[subprocess.Popen[bytes]]:
     """Start `python -m relay.main`; wait until `wait_port` accepts; SIGTERM it on exit."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "relay.main"],
+        [sys.executable, "-m", relay.main.__name__],
         env=relay_environment(extra),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
