@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 
 from prometheus_client import CollectorRegistry, Counter
 
@@ -50,7 +51,11 @@ async def test_readiness_reports_failing_checks_without_details() -> None:
     async def fine() -> None:
         return None
 
-    checks = {"redis": broken, "upstream": hanging, "dynamodb": fine}
+    checks: dict[str, Callable[[], Awaitable[None]]] = {
+        "redis": broken,
+        "upstream": hanging,
+        "dynamodb": fine,
+    }
     server = OpsHttpServer(CollectorRegistry(), checks, port=0, check_timeout=0.05)
     await server.start()
     try:

@@ -7,6 +7,7 @@ import base64
 import ssl
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import aiosmtplib
 import pytest
@@ -31,7 +32,7 @@ def certs(tmp_path_factory: pytest.TempPathFactory) -> TestCertificates:
 
 def auth_config(certs: TestCertificates, **overrides: object) -> RelayConfig:
     """A relay with a certificate and one static user (AUTH required)."""
-    values: dict[str, object] = {
+    values: dict[str, Any] = {
         "tls_cert_path": Path(certs.cert_file),
         "tls_key_path": Path(certs.key_file),
         "auth_users": (("app", hash_password(PASSWORD, n=16)),),
@@ -40,10 +41,10 @@ def auth_config(certs: TestCertificates, **overrides: object) -> RelayConfig:
     return base_config(**values)
 
 
-def components(config: RelayConfig, outbox: Path, **extra: object) -> Components:
+def components(config: RelayConfig, outbox: Path, **extra: Any) -> Components:
     """Outbox sender, the config's credentials and TLS context, a throttle without delays."""
     assert config.tls_cert_path is not None and config.tls_key_path is not None
-    values: dict[str, object] = {
+    values: dict[str, Any] = {
         "sender": OutboxSender(outbox),
         "credentials": CredentialChecker(users=config.auth_users),
         "tls_context": server_context(config.tls_cert_path, config.tls_key_path),

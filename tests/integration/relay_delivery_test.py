@@ -16,6 +16,8 @@ import pytest
 from relay.server import RelayServer
 from relay.wiring import Components
 from ses_core.rate_limit import LocalRateLimiter
+from ses_core.smtp_client import OutboundMessage
+from ses_core.smtp_replies import SendResult
 from ses_core.testing.smtp_upstream import (
     SES_NOT_VERIFIED,
     SES_THROTTLED,
@@ -254,7 +256,9 @@ async def test_unexpected_error_is_451_without_internals(tmp_path: Path) -> None
     """An exception inside the relay becomes 451 4.3.0; its class and text stay out of the reply."""
 
     class Exploding:
-        async def send(self, message: object, *, deadline: float | None = None) -> object:
+        async def send(
+            self, message: OutboundMessage, *, deadline: float | None = None
+        ) -> SendResult:
             raise RuntimeError("secret internals /etc/passwd")
 
         async def check(self) -> None:

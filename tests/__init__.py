@@ -1,0 +1,1 @@
+"""Cross-target test suites: integration, reliability (load + faults) and hostile input."""

@@ -1,0 +1,1 @@
+"""Integration tests spanning targets: the relay against real upstreams, the Lambda zip."""
