@@ -30,7 +30,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword, syntax
+from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword, TLSSetupException, syntax
 
 from relay.access import AccessPolicy, check_not_open_relay
 from relay.auth import CredentialChecker, CredentialsUnavailable
@@ -44,8 +44,9 @@ from ses_core.errors import InvalidAddress
 log = logging.getLogger(__name__)
 
 SHUTDOWN_REPLY = "421 4.3.2 Service shutting down, try again later"
-#: Never sent to a client: RFC 5321 reply text is printable (a tab is allowed).
-_CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+#: Never sent to a client: RFC 5321 reply text is printable (a tab is allowed), and lone
+#: surrogates (undecodable client bytes that aiosmtpd echoes) cannot even be encoded.
+_UNSENDABLE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f\ud800-\udfff]")
 #: Commands that may continue a transaction already in flight while draining.
 _IN_TRANSACTION_COMMANDS = frozenset({"RCPT", "DATA", "NOOP"})
 
@@ -167,13 +168,14 @@ class RelaySMTP(SMTP):
     # --- replies and STARTTLS ------------------------------------------------------------------
 
     async def push(self, status: str | bytes) -> None:
-        """Send a reply line; control characters are replaced by `?`.
+        """Send a reply line; control characters and lone surrogates are replaced by `?`.
 
-        aiosmtpd echoes an unknown command back (`500 Error: command "..." not recognized`),
-        so a client could otherwise make the relay send a bare CR or a NUL inside a reply.
+        aiosmtpd echoes client text back (`500 Error: command "..." not recognized`,
+        `502 Could not VRFY ...`), so a client could otherwise make the relay send a bare CR or
+        a NUL inside a reply, or fail encoding it (an internal error, answered 451).
         """
         if isinstance(status, str):
-            await super().push(_CONTROL_CHARACTERS.sub("?", status))
+            await super().push(_UNSENDABLE.sub("?", status))
         else:
             await super().push(status)
 
@@ -184,6 +186,16 @@ class RelaySMTP(SMTP):
             await self.push("503 5.5.1 TLS already active")
             return
         await super().smtp_STARTTLS(arg)
+
+    async def handle_exception(self, error: Exception) -> str:
+        if isinstance(error, TLSSetupException):
+            # The client failed its own TLS handshake (garbage after 220, wrong protocol): not
+            # a relay error, so no traceback at ERROR and no unexpected-error count, which any
+            # client could otherwise inflate. aiosmtpd closes the connection and sends nothing.
+            log.info("TLS handshake with %s failed: %r", self.peer_host, error.__cause__)
+            return "421 4.7.0 TLS handshake failed"
+        status: str = await super().handle_exception(error)
+        return status
 
     # --- RCPT syntax ---------------------------------------------------------------------------
 
@@ -298,7 +310,12 @@ class RelaySMTP(SMTP):
 @functools.lru_cache(maxsize=65536)
 def _parse_path(arg: str) -> tuple[str | None, str | None]:
     """aiosmtpd's own path parser (pure for `local_part_limit == 0`), cached."""
-    return SMTP._getaddr(_PATH_PARSER, arg)
+    try:
+        return SMTP._getaddr(_PATH_PARSER, arg)
+    except IndexError:
+        # Python's address parser indexes past the end on `a@` without angle brackets, and
+        # aiosmtpd only catches HeaderParseError: a syntax error, not an internal one (451).
+        return None, None
 
 
 class _PathParser:
