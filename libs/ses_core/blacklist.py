@@ -20,6 +20,11 @@ Semantics shared by every adapter (and pinned by `blacklist_test.py`):
 - An entry describes its *latest* event: reason, detail, feedback id and message id follow the
   event with the newest timestamp. An older event that arrives late (out of order) still raises
   `count` and may move `first_seen` back, but does not overwrite the latest event's fields.
+- `record_occurrence` counts *soft* events (a Transient bounce, say) per address, idempotently
+  per feedback id, without blacklisting, until `threshold` of them have been counted; then the
+  address is blacklisted. Counts below the threshold are invisible to `lookup_many`, `get` and
+  `list_page`. `remove` forgets the count with the entry, so an address an operator removed
+  starts counting from zero.
 - Infrastructure failures raise `BlacklistUnavailable`; no adapter ever answers "not
   blacklisted" because the store failed.
 """
@@ -275,6 +280,83 @@ class BlacklistPage:
     next_cursor: str | None = None
 
 
+@attrs.frozen
+class OccurrenceTally:
+    """The soft events counted for one address (see `Blacklist.record_occurrence`).
+
+    Attributes:
+        count: distinct events counted.
+        first_seen: time of the earliest counted event.
+        last_seen: time of the latest counted event.
+    """
+
+    count: int
+    first_seen: datetime = attrs.field(converter=_utc)
+    last_seen: datetime = attrs.field(converter=_utc)
+
+    @classmethod
+    def first(cls, event: BlacklistEvent) -> OccurrenceTally:
+        """The tally after the first event."""
+        return cls(count=1, first_seen=event.timestamp, last_seen=event.timestamp)
+
+    def counted(self, event: BlacklistEvent) -> OccurrenceTally:
+        """This tally after one more *distinct* event (duplicates are the caller's concern)."""
+        return OccurrenceTally(
+            count=self.count + 1,
+            first_seen=min(self.first_seen, event.timestamp),
+            last_seen=max(self.last_seen, event.timestamp),
+        )
+
+    def entry_for(self, event: BlacklistEvent) -> BlacklistEntry:
+        """The entry written when `event` makes the tally reach the threshold.
+
+        Reason, detail and ids are the event's; the times span every counted event and
+        `count` is the number of occurrences.
+        """
+        return BlacklistEntry(
+            address=event.address,
+            reason=event.reason,
+            detail=event.detail,
+            feedback_id=event.feedback_id,
+            message_id=event.message_id,
+            first_seen=min(self.first_seen, event.timestamp),
+            last_seen=max(self.last_seen, event.timestamp),
+            count=self.count,
+        )
+
+
+@attrs.frozen
+class OccurrenceResult:
+    """What one `Blacklist.record_occurrence` call did.
+
+    Attributes:
+        address: the normalised key.
+        count: occurrences counted for the address so far (this one included).
+        threshold: the threshold the call was given.
+        duplicate: the event's feedback id had been counted before; the count did not change.
+        entry: the blacklist entry once `count` has reached `threshold` (the address is
+            blacklisted); `None` below it (the address is not blacklisted by these events).
+    """
+
+    address: str
+    count: int
+    threshold: int
+    duplicate: bool
+    entry: BlacklistEntry | None
+
+    @property
+    def blacklisted(self) -> bool:
+        """Whether the count reached the threshold, so the address is on the blacklist."""
+        return self.entry is not None
+
+
+def check_threshold(threshold: int) -> None:
+    """Validate a `record_occurrence` threshold the same way in every adapter."""
+    if isinstance(threshold, bool) or not isinstance(threshold, int) or threshold < 1:
+        message = f"threshold must be an integer of at least 1, got {threshold!r}"
+        raise ValueError(message)
+
+
 class Blacklist(Protocol):
     """Synchronous port (boto3 and sqlite3 are); async callers use `asyncio.to_thread`."""
 
@@ -297,12 +379,30 @@ class Blacklist(Protocol):
         """
         ...
 
+    def record_occurrence(self, event: BlacklistEvent, *, threshold: int) -> OccurrenceResult:
+        """Count a soft event (e.g. Transient/General); blacklist once `threshold` are counted.
+
+        Counting is per normalised address and idempotent per feedback id: a redelivered
+        notification is not counted twice (events without a feedback id always count). While
+        the count is below `threshold` the result's `entry` is `None` and these events leave
+        the blacklist untouched: lookups, `get` and `list_page` do not see the count (an entry
+        the address already has for other reasons stays as it was). When the count reaches
+        `threshold` the address is blacklisted with the event's reason, detail and ids,
+        `first_seen`/`last_seen` spanning the counted events and `count` = occurrences; the
+        result carries that entry. Later distinct events are merged into the entry as by
+        `record`; a duplicate returns the current entry unchanged (and writes it if an earlier
+        attempt counted the event but failed before blacklisting). `threshold` must be >= 1
+        (`ValueError`). Raises `BlacklistUnavailable` like every write.
+        """
+        ...
+
     def put(self, entry: BlacklistEntry) -> None:
         """Store `entry` as given, replacing any entry for its address (manual edit, import)."""
         ...
 
     def remove(self, address: str) -> bool:
-        """Delete the entry for `address`; `True` when there was one."""
+        """Delete the entry for `address`, and its occurrence count; `True` when there was an
+        entry."""
         ...
 
     def list_page(self, *, limit: int = 100, cursor: str | None = None) -> BlacklistPage:
@@ -344,6 +444,9 @@ class InMemoryBlacklist:
         # Feedback ids already recorded per address: duplicates of *any* earlier event are
         # recognised, not only of the latest one.
         self._seen: dict[str, set[str]] = {}
+        # Soft events counted by `record_occurrence`, and their feedback ids.
+        self._tallies: dict[str, OccurrenceTally] = {}
+        self._tallied: dict[str, set[str]] = {}
         for entry in entries:
             self.put(entry)
 
@@ -359,17 +462,34 @@ class InMemoryBlacklist:
 
     def record(self, event: BlacklistEvent) -> BlacklistEntry:
         with self._lock:
-            current = self._entries.get(event.address)
-            seen = self._seen.setdefault(event.address, set())
-            if event.feedback_id is not None:
-                if current is not None and event.feedback_id in seen:
-                    return current
-                seen.add(event.feedback_id)
-            entry = (
-                BlacklistEntry.from_event(event) if current is None else current.merged_with(event)
-            )
-            self._entries[event.address] = entry
-            return entry
+            return self._record_locked(event)
+
+    def record_occurrence(self, event: BlacklistEvent, *, threshold: int) -> OccurrenceResult:
+        check_threshold(threshold)
+        key = event.address
+        with self._lock:
+            tallied = self._tallied.setdefault(key, set())
+            tally = self._tallies.get(key)
+            fid = event.feedback_id
+            duplicate = tally is not None and fid is not None and fid in tallied
+            if tally is None or not duplicate:
+                tally = OccurrenceTally.first(event) if tally is None else tally.counted(event)
+                self._tallies[key] = tally
+                if fid is not None:
+                    tallied.add(fid)
+            result = OccurrenceResult(key, tally.count, threshold, duplicate, entry=None)
+            if tally.count < threshold:
+                return result
+            current = self._entries.get(key)
+            if current is None:
+                entry = tally.entry_for(event)
+                self._entries[key] = entry
+                self._seen[key] = {fid} if fid is not None else set()
+            elif duplicate:
+                entry = current
+            else:
+                entry = self._record_locked(event)
+            return attrs.evolve(result, entry=entry)
 
     def put(self, entry: BlacklistEntry) -> None:
         with self._lock:
@@ -379,6 +499,8 @@ class InMemoryBlacklist:
     def remove(self, address: str) -> bool:
         key = normalize_address(address)
         with self._lock:
+            self._tallies.pop(key, None)
+            self._tallied.pop(key, None)
             self._seen.pop(key, None)
             return self._entries.pop(key, None) is not None
 
@@ -393,3 +515,14 @@ class InMemoryBlacklist:
     def __len__(self) -> int:
         with self._lock:
             return len(self._entries)
+
+    def _record_locked(self, event: BlacklistEvent) -> BlacklistEntry:
+        current = self._entries.get(event.address)
+        seen = self._seen.setdefault(event.address, set())
+        if event.feedback_id is not None:
+            if current is not None and event.feedback_id in seen:
+                return current
+            seen.add(event.feedback_id)
+        entry = BlacklistEntry.from_event(event) if current is None else current.merged_with(event)
+        self._entries[event.address] = entry
+        return entry

@@ -438,3 +438,201 @@ def test_concurrent_records_from_threads(
         "fb-29",
         T0 + timedelta(seconds=29),
     )
+
+
+# -- occurrence counting (soft events with a threshold) ----------------------------------------
+
+
+def soft(
+    address: str = "bob@example.com",
+    feedback_id: str | None = "soft-1",
+    *,
+    at: datetime = T0,
+    detail: str = "Transient/General",
+) -> BlacklistEvent:
+    return bounce(address, feedback_id, at=at, detail=detail, message_id=f"msg-{feedback_id}")
+
+
+def test_occurrences_below_threshold_do_not_blacklist(store: Blacklist) -> None:
+    """Counts below the threshold return no entry and are invisible to lookups and listings."""
+    result = store.record_occurrence(soft(), threshold=3)
+    assert (result.address, result.count, result.threshold) == ("bob@example.com", 1, 3)
+    assert (result.duplicate, result.entry, result.blacklisted) == (False, None, False)
+    second = store.record_occurrence(soft(feedback_id="soft-2"), threshold=3)
+    assert (second.count, second.entry) == (2, None)
+    assert store.get("bob@example.com") is None
+    assert store.lookup_many(["bob@example.com", "Bob@Example.com"]) == {}
+    assert store.list_page() == BlacklistPage(entries=(), next_cursor=None)
+
+
+def test_occurrence_reaching_threshold_blacklists(store: Blacklist) -> None:
+    """The event that reaches the threshold writes an entry with count = occurrences."""
+    store.record_occurrence(soft(at=T0 + timedelta(hours=1)), threshold=3)
+    store.record_occurrence(soft(feedback_id="soft-2", at=T0), threshold=3)
+    result = store.record_occurrence(
+        soft(feedback_id="soft-3", at=T0 + timedelta(hours=2)), threshold=3
+    )
+    expected = BlacklistEntry(
+        "bob@example.com",
+        BlacklistReason.BOUNCE,
+        "Transient/General",
+        "soft-3",
+        "msg-soft-3",
+        T0,
+        T0 + timedelta(hours=2),
+        3,
+    )
+    assert (result.count, result.duplicate, result.entry) == (3, False, expected)
+    assert result.blacklisted
+    assert store.get("bob@example.com") == expected
+    assert store.lookup_many(["bob@example.com"]) == {"bob@example.com": expected}
+    assert store.list_page().entries == (expected,)
+
+
+def test_redelivered_occurrence_is_not_counted_twice(store: Blacklist) -> None:
+    """A redelivered soft event (same feedback id) leaves the count as it was."""
+    store.record_occurrence(soft(), threshold=2)
+    again = store.record_occurrence(soft(), threshold=2)
+    assert (again.count, again.duplicate, again.entry) == (1, True, None)
+    assert store.get("bob@example.com") is None
+    crossed = store.record_occurrence(soft(feedback_id="soft-2"), threshold=2)
+    assert crossed.count == 2 and crossed.entry is not None
+
+
+def test_redelivery_after_threshold_changes_nothing(store: Blacklist) -> None:
+    """Redelivering any counted event after blacklisting returns the entry unchanged."""
+    store.record_occurrence(soft(), threshold=2)
+    entry = store.record_occurrence(soft(feedback_id="soft-2"), threshold=2).entry
+    for fid in ("soft-1", "soft-2"):
+        again = store.record_occurrence(soft(feedback_id=fid), threshold=2)
+        assert (again.count, again.duplicate, again.entry) == (2, True, entry)
+    assert store.get("bob@example.com") == entry
+
+
+def test_occurrence_beyond_threshold_merges_into_entry(store: Blacklist) -> None:
+    """A distinct event after the threshold updates the entry like `record`."""
+    store.record_occurrence(soft(), threshold=2)
+    store.record_occurrence(soft(feedback_id="soft-2"), threshold=2)
+    later = soft(feedback_id="soft-3", at=T0 + timedelta(hours=1), detail="Transient/MailboxFull")
+    result = store.record_occurrence(later, threshold=2)
+    assert result.count == 3 and result.entry is not None
+    assert (result.entry.count, result.entry.detail, result.entry.feedback_id) == (
+        3,
+        "Transient/MailboxFull",
+        "soft-3",
+    )
+    assert store.get("bob@example.com") == result.entry
+
+
+def test_occurrences_without_feedback_id_always_count(store: Blacklist) -> None:
+    """Soft events without a feedback id cannot be recognised as duplicates, so each counts."""
+    store.record_occurrence(soft(feedback_id=None), threshold=2)
+    result = store.record_occurrence(soft(feedback_id=None), threshold=2)
+    assert result.count == 2 and result.entry is not None and result.entry.feedback_id is None
+
+
+def test_threshold_of_one_blacklists_at_once(store: Blacklist) -> None:
+    """Threshold 1 blacklists on the first occurrence."""
+    result = store.record_occurrence(soft(), threshold=1)
+    assert result.entry is not None and result.entry.count == 1
+    assert store.get("bob@example.com") == result.entry
+
+
+@pytest.mark.parametrize("threshold", [0, -1, True, 2.0])
+def test_bad_threshold_is_refused(store: Blacklist, threshold: Any) -> None:
+    """A threshold that is not an integer >= 1 is a ValueError and counts nothing."""
+    with pytest.raises(ValueError, match="threshold"):
+        store.record_occurrence(soft(), threshold=threshold)
+    assert store.record_occurrence(soft(), threshold=5).count == 1
+
+
+def test_occurrences_are_counted_per_normalised_address(store: Blacklist) -> None:
+    """Forms of one address share a count; other addresses have their own."""
+    store.record_occurrence(soft('"Bob" <Bob@Example.com>'), threshold=2)
+    other = store.record_occurrence(soft("ann@example.com", "soft-2"), threshold=2)
+    assert other.count == 1
+    result = store.record_occurrence(soft("BOB@example.com", "soft-3"), threshold=2)
+    assert result.count == 2 and result.entry is not None
+    assert set(store.lookup_many(["bob@example.com", "ann@example.com"])) == {"bob@example.com"}
+
+
+def test_occurrence_leaves_an_existing_entry_alone_below_threshold(store: Blacklist) -> None:
+    """An address blacklisted for another reason keeps its entry while soft events are counted."""
+    permanent = store.record(bounce())
+    result = store.record_occurrence(soft(), threshold=3)
+    assert (result.count, result.entry) == (1, None)
+    assert store.get("bob@example.com") == permanent
+
+
+def test_occurrence_reaching_threshold_merges_into_an_existing_entry(store: Blacklist) -> None:
+    """Reaching the threshold on an already blacklisted address merges the event into it."""
+    store.record(bounce())
+    store.record_occurrence(soft(), threshold=2)
+    result = store.record_occurrence(
+        soft(feedback_id="soft-2", at=T0 + timedelta(hours=1)), threshold=2
+    )
+    assert result.entry is not None
+    assert (result.entry.count, result.entry.detail, result.entry.first_seen) == (
+        2,
+        "Transient/General",
+        T0,
+    )
+
+
+def test_remove_forgets_the_occurrence_count(store: Blacklist) -> None:
+    """After an operator removes the address, counting starts from zero."""
+    store.record_occurrence(soft(), threshold=2)
+    store.record_occurrence(soft(feedback_id="soft-2"), threshold=2)
+    assert store.remove("bob@example.com") is True
+    result = store.record_occurrence(soft(feedback_id="soft-3"), threshold=2)
+    assert (result.count, result.entry) == (1, None)
+    assert store.get("bob@example.com") is None
+
+
+def test_remove_of_a_counted_but_not_blacklisted_address(store: Blacklist) -> None:
+    """Removing an address that only has a count answers False and resets the count."""
+    store.record_occurrence(soft(), threshold=3)
+    assert store.remove("bob@example.com") is False
+    assert store.record_occurrence(soft(feedback_id="soft-2"), threshold=3).count == 1
+
+
+def test_listing_skips_counts_among_entries(store: Blacklist) -> None:
+    """Walking every page lists entries only, never the counts stored beside them."""
+    for n in range(7):
+        store.record(bounce(f"hard{n}@example.com", f"fb-{n}"))
+        store.record_occurrence(soft(f"soft{n}@example.com", f"soft-{n}"), threshold=2)
+    seen: list[str] = []
+    cursor: str | None = None
+    for _ in range(50):  # bounded: 14 items in pages of 3
+        page = store.list_page(limit=3, cursor=cursor)
+        seen.extend(entry.address for entry in page.entries)
+        cursor = page.next_cursor
+        if cursor is None:
+            break
+    assert sorted(seen) == [f"hard{n}@example.com" for n in range(7)]
+
+
+@pytest.mark.parametrize("adapter", ["memory", "sqlite", "cached"])
+def test_concurrent_occurrences_from_threads(
+    adapter: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """Threads re-delivering the same soft events concurrently count each exactly once."""
+    store = ADAPTERS[adapter](tmp_path, request)
+    errors: list[BaseException] = []
+
+    def deliver() -> None:
+        try:
+            for n in range(10):
+                store.record_occurrence(soft(feedback_id=f"soft-{n}"), threshold=10)
+        except BaseException as exc:  # collected and re-raised in the test thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=deliver) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert errors == []
+    entry = store.get("bob@example.com")
+    assert entry is not None and entry.count == 10
+    assert store.record_occurrence(soft(feedback_id="soft-0"), threshold=10).duplicate

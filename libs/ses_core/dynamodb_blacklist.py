@@ -31,6 +31,19 @@ Costs and guarantees:
   event older than the last `RECENT_FEEDBACK_IDS` distinct events of the same address would be
   counted again; an address stops receiving mail (and so events) once blacklisted, so this
   bound is not reached in practice and keeps items small.
+- `record_occurrence` keeps its counts in the SAME table (relays and the Lambda's role know only
+  that table), one item per address under the key `PENDING_PREFIX` + normalised key, e.g.
+  `<pending>bob@example.com`. A normalised key never starts with `<`, so a pending item can
+  never be mistaken for an address: this module's lookups never ask for such a key and
+  `list_page` filters them out, and the original service's relays (which treat any item whose
+  `email` equals the recipient as blacklisted) never ask for it either. A pending item holds
+  `event_count`, `first_seen`, `last_seen` and `recent_feedback_ids`, counted with the same
+  conditional `UpdateItem` as `record` (an older event or a refused duplicate goes through a
+  consistent read). Reaching the threshold writes the entry with a conditional `PutItem`
+  (`attribute_not_exists`), so the step is safe to retry: a redelivery after a failure between
+  the two writes is a duplicate for the count and then writes the missing entry. Only the
+  Lambda's existing actions are needed (`UpdateItem`, `GetItem`, `PutItem`); `remove` (an
+  operator action, `DeleteItem`) deletes the pending item with the entry.
 - Every client or transport error (throttling, missing table, bad credentials, unreachable
   endpoint, timeouts) raises `BlacklistUnavailable`: never read as "not blacklisted".
 """
@@ -53,9 +66,13 @@ from ses_core.blacklist import (
     BlacklistEvent,
     BlacklistPage,
     BlacklistReason,
+    OccurrenceResult,
+    OccurrenceTally,
     check_page_args,
+    check_threshold,
     format_time,
     normalize_all,
+    parse_time,
 )
 from ses_core.errors import BlacklistUnavailable, InvalidAddress
 
@@ -69,6 +86,8 @@ RECENT_FEEDBACK_IDS = 32
 PROBE_KEY = "ses-relay-readiness-probe"
 #: Attempts of the optimistic read-modify-write path before giving up as contended.
 MAX_WRITE_ATTEMPTS = 5
+#: Key prefix of the items counting soft events; no normalised address starts with `<`.
+PENDING_PREFIX = "<pending>"
 
 _THROTTLING_CODES = frozenset(
     {
@@ -188,7 +207,8 @@ class DynamoDBBlacklist:
             candidates.setdefault(key, key)
             for text in given:
                 legacy = _bare(text)
-                if legacy != key and "@" in legacy:
+                # A valid address never looks like a pending key; the check makes it certain.
+                if legacy != key and "@" in legacy and not legacy.startswith(PENDING_PREFIX):
                     candidates.setdefault(legacy, key)
         items: list[Mapping[str, Any]] = []
         texts = list(candidates)
@@ -208,13 +228,27 @@ class DynamoDBBlacklist:
         return self.lookup_many([address]).get(key)
 
     def list_page(self, *, limit: int = 100, cursor: str | None = None) -> BlacklistPage:
-        """A `Scan` page, in table order; the cursor is the last scanned key's text."""
+        """A `Scan` page, in table order; the cursor is the last scanned key's text.
+
+        Pending items (`record_occurrence` counts) are filtered out, so a page may hold fewer
+        entries than `limit` even when more follow.
+        """
         check_page_args(limit, cursor)
-        kwargs: dict[str, Any] = {"TableName": self.table_name, "Limit": limit}
+        kwargs: dict[str, Any] = {
+            "TableName": self.table_name,
+            "Limit": limit,
+            "FilterExpression": "NOT begins_with(#email, :pending)",
+            "ExpressionAttributeNames": {"#email": "email"},
+            "ExpressionAttributeValues": {":pending": {"S": PENDING_PREFIX}},
+        }
         if cursor is not None:
             kwargs["ExclusiveStartKey"] = {"email": {"S": cursor}}
         response = self._call("Scan", self._client.scan, **kwargs)
-        entries = [self._entry_or_none(item) for item in response.get("Items", [])]
+        entries = [
+            self._entry_or_none(item)
+            for item in response.get("Items", [])
+            if not str(item.get("email", {}).get("S", "")).startswith(PENDING_PREFIX)
+        ]
         last = response.get("LastEvaluatedKey")
         next_cursor = last["email"]["S"] if last else None
         return BlacklistPage(
@@ -244,6 +278,15 @@ class DynamoDBBlacklist:
         self._trim_recent(event.address, item)
         return BlacklistEntry.from_item(item)
 
+    def record_occurrence(self, event: BlacklistEvent, *, threshold: int) -> OccurrenceResult:
+        check_threshold(threshold)
+        tally, duplicate = self._count(event)
+        result = OccurrenceResult(event.address, tally.count, threshold, duplicate, entry=None)
+        if tally.count < threshold:
+            return result
+        entry = self._blacklist_at_threshold(event, tally, duplicate)
+        return OccurrenceResult(event.address, tally.count, threshold, duplicate, entry=entry)
+
     def put(self, entry: BlacklistEntry) -> None:
         self._call(
             "PutItem", self._client.put_item, TableName=self.table_name, Item=entry.to_item()
@@ -265,6 +308,12 @@ class DynamoDBBlacklist:
                 ReturnValues="ALL_OLD",
             )
             removed = removed or bool(response.get("Attributes"))
+        self._call(
+            "DeleteItem",
+            self._client.delete_item,
+            TableName=self.table_name,
+            Key={"email": {"S": PENDING_PREFIX + key}},
+        )
         return removed
 
     # -- internals -------------------------------------------------------------------------
@@ -420,6 +469,146 @@ class DynamoDBBlacklist:
         )
         raise BlacklistUnavailable(message)
 
+    def _count(self, event: BlacklistEvent) -> tuple[OccurrenceTally, bool]:
+        """Count `event` on the address's pending item: (the tally after it, was it a duplicate)."""
+        key = PENDING_PREFIX + event.address
+        names = {
+            "#email": "email",
+            "#first": "first_seen",
+            "#last": "last_seen",
+            "#count": "event_count",
+        }
+        values: dict[str, Any] = {":ts": {"S": format_time(event.timestamp)}, ":one": {"N": "1"}}
+        sets = ["#first = if_not_exists(#first, :ts)", "#last = :ts"]
+        # Only a new item or an event at least as new as the last one takes the fast path.
+        condition = "attribute_not_exists(#email) OR (#last <= :ts"
+        if event.feedback_id is not None:
+            names["#recent"] = "recent_feedback_ids"
+            values[":empty"] = {"L": []}
+            values[":fids"] = {"L": [{"S": event.feedback_id}]}
+            values[":fid"] = {"S": event.feedback_id}
+            sets.append("#recent = list_append(if_not_exists(#recent, :empty), :fids)")
+            condition += " AND NOT contains(#recent, :fid)"
+        condition += ")"
+        try:
+            response = self._call(
+                "UpdateItem",
+                self._client.update_item,
+                conditional=True,
+                TableName=self.table_name,
+                Key={"email": {"S": key}},
+                UpdateExpression="SET " + ", ".join(sets) + " ADD #count :one",
+                ConditionExpression=condition,
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues=values,
+                ReturnValues="ALL_NEW",
+            )
+        except _ConditionFailed:
+            return self._count_slow(event, key)
+        item: dict[str, Any] = response["Attributes"]
+        self._trim_recent(key, item)
+        return _tally(item), False
+
+    def _count_slow(self, event: BlacklistEvent, key: str) -> tuple[OccurrenceTally, bool]:
+        """Duplicate or older event: read the pending item, decide, write back optimistically."""
+        for _ in range(MAX_WRITE_ATTEMPTS):
+            response = self._call(
+                "GetItem",
+                self._client.get_item,
+                TableName=self.table_name,
+                Key={"email": {"S": key}},
+                ConsistentRead=True,
+            )
+            item: dict[str, Any] | None = response.get("Item")
+            recent: list[str] = []
+            if item is None:
+                # Removed between our two calls: this event is the first again.
+                tally = OccurrenceTally.first(event)
+                condition = "attribute_not_exists(#email)"
+                names = {"#email": "email"}
+                values: dict[str, Any] = {}
+            else:
+                current = _tally(item)
+                recent = [v["S"] for v in item.get("recent_feedback_ids", {}).get("L", [])]
+                if event.feedback_id is not None and event.feedback_id in recent:
+                    log.info(
+                        "occurrence %s for %s already counted; ignoring duplicate",
+                        event.feedback_id,
+                        event.address,
+                    )
+                    return current, True
+                tally = current.counted(event)
+                condition, names, values = _unchanged_condition(item)
+            if event.feedback_id is not None:
+                recent = (recent + [event.feedback_id])[-RECENT_FEEDBACK_IDS:]
+            new_item: dict[str, Any] = {
+                "email": {"S": key},
+                "event_count": {"N": str(tally.count)},
+                "first_seen": {"S": format_time(tally.first_seen)},
+                "last_seen": {"S": format_time(tally.last_seen)},
+            }
+            if recent:
+                new_item["recent_feedback_ids"] = {"L": [{"S": v} for v in recent]}
+            kwargs: dict[str, Any] = {
+                "TableName": self.table_name,
+                "Item": new_item,
+                "ConditionExpression": condition,
+                "ExpressionAttributeNames": names,
+            }
+            if values:
+                kwargs["ExpressionAttributeValues"] = values
+            try:
+                self._call("PutItem", self._client.put_item, conditional=True, **kwargs)
+            except _ConditionFailed:
+                log.debug("concurrent count for %s; retrying", event.address)
+                continue
+            return tally, False
+        message = (
+            f"DynamoDB table {self.table_name!r}: occurrence count of {event.address} kept "
+            f"changing; gave up after {MAX_WRITE_ATTEMPTS} attempts"
+        )
+        raise BlacklistUnavailable(message)
+
+    def _blacklist_at_threshold(
+        self, event: BlacklistEvent, tally: OccurrenceTally, duplicate: bool
+    ) -> BlacklistEntry:
+        """The count reached the threshold: create the entry, or merge into an existing one."""
+        created = tally.entry_for(event)
+        for _ in range(MAX_WRITE_ATTEMPTS):
+            try:
+                self._call(
+                    "PutItem",
+                    self._client.put_item,
+                    conditional=True,
+                    TableName=self.table_name,
+                    Item=created.to_item(),
+                    ConditionExpression="attribute_not_exists(#email)",
+                    ExpressionAttributeNames={"#email": "email"},
+                )
+            except _ConditionFailed:
+                pass
+            else:
+                return created
+            if not duplicate:
+                # A distinct event beyond the threshold: merged like any recorded event.
+                return self.record(event)
+            # A redelivered event: it already counted, so the entry is left as it is.
+            response = self._call(
+                "GetItem",
+                self._client.get_item,
+                TableName=self.table_name,
+                Key={"email": {"S": event.address}},
+                ConsistentRead=True,
+            )
+            item = response.get("Item")
+            if item is not None:
+                return self._entry_for(item, event.address)
+        message = (
+            f"DynamoDB table {self.table_name!r}: entry for {event.address} kept changing; "
+            f"gave up after {MAX_WRITE_ATTEMPTS} attempts"
+        )
+        raise BlacklistUnavailable(message)
+
     def _trim_recent(self, address: str, item: Mapping[str, Any]) -> None:
         """Keep `recent_feedback_ids` bounded; best effort (the next write trims otherwise)."""
         recent = item.get("recent_feedback_ids", {}).get("L", [])
@@ -538,6 +727,15 @@ def _unchanged_condition(
     names = {"#count": "event_count", "#last": "last_seen"}
     values = {":count": item["event_count"], ":last": item["last_seen"]}
     return "#count = :count AND #last = :last", names, values
+
+
+def _tally(item: Mapping[str, Any]) -> OccurrenceTally:
+    """Read a pending item written by `_count` / `_count_slow`."""
+    return OccurrenceTally(
+        count=int(item["event_count"]["N"]),
+        first_seen=parse_time(item["first_seen"]["S"]),
+        last_seen=parse_time(item["last_seen"]["S"]),
+    )
 
 
 def _bare(text: str) -> str:

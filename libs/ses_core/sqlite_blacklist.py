@@ -16,6 +16,14 @@ Idempotency is exact here: every feedback id recorded for an address is kept (ta
 `blacklist_feedback`), so a duplicate of any earlier event, older or newer, changes nothing.
 `remove` and `put` forget the address's feedback ids with the entry.
 
+Soft events counted by `record_occurrence` live in their own tables (`blacklist_pending`, one
+row per address, and `blacklist_pending_feedback`, the feedback ids counted), which lookups and
+listings never read. `remove` forgets them too.
+
+Schema versions (`PRAGMA user_version`): 1 = the blacklist and its feedback ids; 2 adds the
+pending tables. Opening a version-1 file migrates it in place (one transaction, tables added,
+nothing rewritten); a file of a newer version than this code knows is refused.
+
 Every `sqlite3.Error` (locked past the busy timeout, unreadable or corrupt file, disk full)
 raises `BlacklistUnavailable`.
 """
@@ -36,7 +44,10 @@ from ses_core.blacklist import (
     BlacklistEntry,
     BlacklistEvent,
     BlacklistPage,
+    OccurrenceResult,
+    OccurrenceTally,
     check_page_args,
+    check_threshold,
     format_time,
     normalize_all,
     parse_time,
@@ -47,7 +58,7 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 # Well below SQLite's bound-parameter limit (999 on old builds).
 _IN_CHUNK = 500
 _COLUMNS = "address, reason, detail, feedback_id, message_id, first_seen, last_seen, count"
@@ -63,6 +74,17 @@ CREATE TABLE IF NOT EXISTS blacklist (
     count       INTEGER NOT NULL
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS blacklist_feedback (
+    address     TEXT NOT NULL,
+    feedback_id TEXT NOT NULL,
+    PRIMARY KEY (address, feedback_id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS blacklist_pending (
+    address     TEXT PRIMARY KEY,
+    count       INTEGER NOT NULL,
+    first_seen  TEXT NOT NULL,
+    last_seen   TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS blacklist_pending_feedback (
     address     TEXT NOT NULL,
     feedback_id TEXT NOT NULL,
     PRIMARY KEY (address, feedback_id)
@@ -123,42 +145,67 @@ class SqliteBlacklist:
     def record(self, event: BlacklistEvent) -> BlacklistEntry:
         def write() -> BlacklistEntry:
             with self._transaction() as connection:
-                current = self._select(connection, event.address)
-                if event.feedback_id is not None:
-                    inserted = connection.execute(
-                        "INSERT OR IGNORE INTO blacklist_feedback (address, feedback_id) "
-                        "VALUES (?, ?)",
-                        (event.address, event.feedback_id),
-                    ).rowcount
-                    if inserted == 0 and current is not None:
-                        log.info(
-                            "feedback %s for %s already recorded; ignoring duplicate",
-                            event.feedback_id,
-                            event.address,
-                        )
-                        return current
-                entry = (
-                    BlacklistEntry.from_event(event)
-                    if current is None
-                    else current.merged_with(event)
-                )
-                self._upsert(connection, entry)
-                return entry
+                return self._record_in(connection, event)
 
         return self._guard("record", write)
+
+    def record_occurrence(self, event: BlacklistEvent, *, threshold: int) -> OccurrenceResult:
+        check_threshold(threshold)
+        key = event.address
+
+        def write() -> OccurrenceResult:
+            with self._transaction() as connection:
+                duplicate = False
+                if event.feedback_id is not None:
+                    duplicate = (
+                        connection.execute(
+                            "INSERT OR IGNORE INTO blacklist_pending_feedback "
+                            "(address, feedback_id) VALUES (?, ?)",
+                            (key, event.feedback_id),
+                        ).rowcount
+                        == 0
+                    )
+                row = connection.execute(
+                    "SELECT count, first_seen, last_seen FROM blacklist_pending WHERE address = ?",
+                    (key,),
+                ).fetchone()
+                tally = (
+                    None
+                    if row is None
+                    else OccurrenceTally(row[0], parse_time(row[1]), parse_time(row[2]))
+                )
+                if tally is None or not duplicate:
+                    duplicate = False
+                    tally = OccurrenceTally.first(event) if tally is None else tally.counted(event)
+                    connection.execute(
+                        "INSERT OR REPLACE INTO blacklist_pending "
+                        "(address, count, first_seen, last_seen) VALUES (?, ?, ?, ?)",
+                        (
+                            key,
+                            tally.count,
+                            format_time(tally.first_seen),
+                            format_time(tally.last_seen),
+                        ),
+                    )
+                result = OccurrenceResult(key, tally.count, threshold, duplicate, entry=None)
+                if tally.count < threshold:
+                    return result
+                current = self._select(connection, key)
+                if current is None:
+                    entry = tally.entry_for(event)
+                    self._replace(connection, entry)
+                elif duplicate:
+                    entry = current
+                else:
+                    entry = self._record_in(connection, event)
+                return OccurrenceResult(key, tally.count, threshold, duplicate, entry=entry)
+
+        return self._guard("record_occurrence", write)
 
     def put(self, entry: BlacklistEntry) -> None:
         def write() -> None:
             with self._transaction() as connection:
-                connection.execute(
-                    "DELETE FROM blacklist_feedback WHERE address = ?", (entry.address,)
-                )
-                if entry.feedback_id is not None:
-                    connection.execute(
-                        "INSERT INTO blacklist_feedback (address, feedback_id) VALUES (?, ?)",
-                        (entry.address, entry.feedback_id),
-                    )
-                self._upsert(connection, entry)
+                self._replace(connection, entry)
 
         self._guard("put", write)
 
@@ -167,7 +214,12 @@ class SqliteBlacklist:
 
         def write() -> bool:
             with self._transaction() as connection:
-                connection.execute("DELETE FROM blacklist_feedback WHERE address = ?", (key,))
+                for table in (
+                    "blacklist_feedback",
+                    "blacklist_pending",
+                    "blacklist_pending_feedback",
+                ):
+                    connection.execute(f"DELETE FROM {table} WHERE address = ?", (key,))
                 cursor = connection.execute("DELETE FROM blacklist WHERE address = ?", (key,))
                 return cursor.rowcount > 0
 
@@ -247,15 +299,24 @@ class SqliteBlacklist:
         if str(mode).lower() != "wal":
             log.warning("SQLite blacklist %s: journal mode is %s, not WAL", self.path, mode)
         with self._transaction() as tx:
+            version = tx.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                message = f"schema version {version}, this code knows {SCHEMA_VERSION}"
+                raise sqlite3.DatabaseError(message)
+            # Every table is CREATE IF NOT EXISTS, so the same script creates a new file and
+            # migrates an older one (version 1 lacks only the pending tables).
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
                     tx.execute(statement)
-            version = tx.execute("PRAGMA user_version").fetchone()[0]
-            if version == 0:
+            if version != SCHEMA_VERSION:
+                if version:
+                    log.info(
+                        "SQLite blacklist %s: migrated schema %d -> %d",
+                        self.path,
+                        version,
+                        SCHEMA_VERSION,
+                    )
                 tx.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-            elif version != SCHEMA_VERSION:
-                message = f"schema version {version}, this code knows {SCHEMA_VERSION}"
-                raise sqlite3.DatabaseError(message)
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
@@ -274,6 +335,37 @@ class SqliteBlacklist:
             f"SELECT {_COLUMNS} FROM blacklist WHERE address = ?", (key,)
         ).fetchone()
         return None if row is None else _entry(row)
+
+    @classmethod
+    def _record_in(cls, connection: sqlite3.Connection, event: BlacklistEvent) -> BlacklistEntry:
+        """`record` inside the caller's transaction."""
+        current = cls._select(connection, event.address)
+        if event.feedback_id is not None:
+            inserted = connection.execute(
+                "INSERT OR IGNORE INTO blacklist_feedback (address, feedback_id) VALUES (?, ?)",
+                (event.address, event.feedback_id),
+            ).rowcount
+            if inserted == 0 and current is not None:
+                log.info(
+                    "feedback %s for %s already recorded; ignoring duplicate",
+                    event.feedback_id,
+                    event.address,
+                )
+                return current
+        entry = BlacklistEntry.from_event(event) if current is None else current.merged_with(event)
+        cls._upsert(connection, entry)
+        return entry
+
+    @classmethod
+    def _replace(cls, connection: sqlite3.Connection, entry: BlacklistEntry) -> None:
+        """`put` inside the caller's transaction: the entry, remembering only its feedback id."""
+        connection.execute("DELETE FROM blacklist_feedback WHERE address = ?", (entry.address,))
+        if entry.feedback_id is not None:
+            connection.execute(
+                "INSERT INTO blacklist_feedback (address, feedback_id) VALUES (?, ?)",
+                (entry.address, entry.feedback_id),
+            )
+        cls._upsert(connection, entry)
 
     @staticmethod
     def _upsert(connection: sqlite3.Connection, entry: BlacklistEntry) -> None:

@@ -225,3 +225,88 @@ def test_check_passes_then_fails_when_closed(tmp_path: Path) -> None:
     store.close()
     with pytest.raises(BlacklistUnavailable):
         store.check()
+
+
+# Schema version 1 exactly as released (blacklist and feedback ids, no pending tables).
+V1_SCHEMA = """
+CREATE TABLE blacklist (
+    address     TEXT PRIMARY KEY,
+    reason      TEXT NOT NULL,
+    detail      TEXT,
+    feedback_id TEXT,
+    message_id  TEXT,
+    first_seen  TEXT NOT NULL,
+    last_seen   TEXT NOT NULL,
+    count       INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE blacklist_feedback (
+    address     TEXT NOT NULL,
+    feedback_id TEXT NOT NULL,
+    PRIMARY KEY (address, feedback_id)
+) WITHOUT ROWID;
+INSERT INTO blacklist VALUES ('bob@example.com', 'bounce', 'Permanent/General', 'fb-1', 'msg-1',
+    '2026-03-01T12:00:00.000000+00:00', '2026-03-01T12:00:00.000000+00:00', 1);
+INSERT INTO blacklist_feedback VALUES ('bob@example.com', 'fb-1');
+PRAGMA user_version = 1;
+"""
+
+
+def soft(feedback_id: str, address: str = "ooto@example.com") -> BlacklistEvent:
+    return BlacklistEvent(address, "bounce", "Transient/General", feedback_id, None, T0)
+
+
+def test_version_1_file_is_migrated_in_place(tmp_path: Path) -> None:
+    """A v1 file gains the pending tables and version 2; its entries and ids are kept."""
+    path = tmp_path / "bl.db"
+    raw = sqlite3.connect(path)
+    raw.executescript(V1_SCHEMA)
+    raw.close()
+    assert SCHEMA_VERSION == 2
+    with SqliteBlacklist(path) as store:
+        entry = store.get("bob@example.com")
+        assert entry is not None and entry.count == 1
+        assert store.record(event()) == entry
+        assert store.record_occurrence(soft("soft-1"), threshold=2).entry is None
+        assert store.record_occurrence(soft("soft-2"), threshold=2).entry is not None
+    raw = sqlite3.connect(path)
+    tables = {row[0] for row in raw.execute("SELECT name FROM sqlite_master")}
+    assert {"blacklist_pending", "blacklist_pending_feedback"} <= tables
+    assert raw.execute("PRAGMA user_version").fetchone()[0] == 2
+    raw.close()
+    with SqliteBlacklist(path) as again:  # a migrated file opens as a current one
+        assert again.get("ooto@example.com") is not None
+
+
+def test_occurrence_counts_survive_reopening(tmp_path: Path) -> None:
+    """Counts and their feedback ids persist in the file, separate from the entries."""
+    path = tmp_path / "bl.db"
+    with SqliteBlacklist(path) as first:
+        first.record_occurrence(soft("soft-1"), threshold=3)
+    with SqliteBlacklist(path) as second:
+        assert second.record_occurrence(soft("soft-1"), threshold=3).duplicate
+        assert second.record_occurrence(soft("soft-2"), threshold=3).count == 2
+        assert second.lookup_many(["ooto@example.com"]) == {}
+    with sqlite3.connect(path) as raw:
+        assert raw.execute("SELECT COUNT(*) FROM blacklist").fetchone()[0] == 0
+        assert raw.execute("SELECT count FROM blacklist_pending").fetchone()[0] == 2
+    raw.close()
+
+
+def test_failed_threshold_write_rolls_back_the_count(tmp_path: Path) -> None:
+    """If blacklisting at the threshold fails, the count is rolled back, so a retry counts it."""
+    path = tmp_path / "bl.db"
+    with SqliteBlacklist(path) as store:
+        store.record_occurrence(soft("soft-1"), threshold=2)
+        raw = sqlite3.connect(path)
+        raw.execute(
+            "CREATE TRIGGER refuse BEFORE INSERT ON blacklist BEGIN SELECT RAISE(FAIL, 'no'); END"
+        )
+        raw.commit()
+        with pytest.raises(BlacklistUnavailable, match="record_occurrence failed"):
+            store.record_occurrence(soft("soft-2"), threshold=2)
+        raw.execute("DROP TRIGGER refuse")
+        raw.commit()
+        raw.close()
+        result = store.record_occurrence(soft("soft-2"), threshold=2)
+        assert (result.count, result.duplicate) == (2, False)
+        assert result.entry is not None and store.get("ooto@example.com") == result.entry

@@ -4,6 +4,13 @@ The variable names are the original service's (`SES_REGION`, `EMAIL_FROM`, `EMAI
 `DYNAMODB_TABLE`), so an existing deployment keeps working. Everything is validated at cold start:
 a typo in the alert address must fail the first invocation loudly, not surface months later when
 the alert that should have reported an outage cannot be sent.
+
+One optional variable is new: `SOFT_BOUNCE_THRESHOLDS` (e.g. `Transient/General=3,
+Transient/MailboxFull=5`) also blacklists an address once it has collected that many bounces of a
+type/subtype that the default policy only reports. Unset or empty keeps the default policy. A
+misspelt type or subtype would silently never match, so only the subtypes SES documents for
+Transient and Undetermined bounces are accepted; Permanent bounces are always blacklisted and
+take no threshold.
 """
 
 from __future__ import annotations
@@ -16,11 +23,21 @@ import attrs
 
 from ses_core.addresses import EmailAddress
 from ses_core.errors import InvalidAddress
+from ses_core.suppression import DEFAULT_POLICY, BounceThreshold, SuppressionPolicy
 
 # Region names: `us-east-1`, `eu-central-2`, `us-gov-west-1`, `ap-southeast-4`, `il-central-1`.
 _REGION_RE = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d{1,2}$")
 # DynamoDB table names: 3-255 characters of letters, digits, `_`, `-` and `.`.
 _TABLE_RE = re.compile(r"^[A-Za-z0-9_.-]{3,255}$")
+THRESHOLDS_VARIABLE = "SOFT_BOUNCE_THRESHOLDS"
+#: Bounce types and subtypes a threshold may name (SES's documented non-Permanent ones).
+SOFT_BOUNCE_SUBTYPES: dict[str, frozenset[str]] = {
+    "Transient": frozenset(
+        {"General", "MailboxFull", "MessageTooLarge", "ContentRejected", "AttachmentRejected"}
+    ),
+    "Undetermined": frozenset({"Undetermined"}),
+}
+_THRESHOLD_RE = re.compile(r"^([A-Za-z]+)/([A-Za-z]+)=(\d{1,6})$")
 
 
 class ConfigError(ValueError):
@@ -41,16 +58,27 @@ class LambdaConfig:
         email_to: the alert's recipients (`EMAIL_TO`, separated by semicolons).
         dynamodb_table: the blacklist table, keyed by the string attribute `email`
             (`DYNAMODB_TABLE`).
+        soft_bounce_thresholds: bounce types/subtypes blacklisted after N occurrences
+            (`SOFT_BOUNCE_THRESHOLDS`, optional; none by default).
     """
 
     ses_region: str
     email_from: str
     email_to: tuple[str, ...]
     dynamodb_table: str
+    soft_bounce_thresholds: tuple[BounceThreshold, ...] = ()
+
+    @property
+    def suppression_policy(self) -> SuppressionPolicy:
+        """The default policy plus the configured thresholds."""
+        policy = DEFAULT_POLICY
+        for rule in self.soft_bounce_thresholds:
+            policy = policy.with_threshold(rule.bounce_type, rule.bounce_subtype, rule.occurrences)
+        return policy
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] = os.environ) -> LambdaConfig:
-        """Read and validate the four variables; raise `ConfigError` naming the first bad one."""
+        """Read and validate the variables; raise `ConfigError` naming the first bad one."""
         region = _required(environ, "SES_REGION")
         if not _REGION_RE.match(region):
             raise ConfigError("SES_REGION", f"{region!r} is not an AWS region name")
@@ -64,8 +92,51 @@ class LambdaConfig:
             message = f"{table!r} is not a DynamoDB table name (3-255 of A-Z a-z 0-9 _ - .)"
             raise ConfigError("DYNAMODB_TABLE", message)
         return cls(
-            ses_region=region, email_from=email_from, email_to=email_to, dynamodb_table=table
+            ses_region=region,
+            email_from=email_from,
+            email_to=email_to,
+            dynamodb_table=table,
+            soft_bounce_thresholds=parse_thresholds(environ.get(THRESHOLDS_VARIABLE, "")),
         )
+
+
+def parse_thresholds(text: str) -> tuple[BounceThreshold, ...]:
+    """Parse `Type/Subtype=N` rules separated by commas (`""` = none); `ConfigError` if bad.
+
+    N is at least 1 (1 blacklists at the first bounce); a type/subtype may appear once.
+    """
+    rules: list[BounceThreshold] = []
+    seen: set[tuple[str, str]] = set()
+    for part in text.split(","):
+        rule = part.strip().replace(" ", "")
+        if not rule:
+            continue
+        match = _THRESHOLD_RE.match(rule)
+        if match is None:
+            message = f"{part.strip()[:100]!r} is not Type/Subtype=N (e.g. Transient/General=3)"
+            raise ConfigError(THRESHOLDS_VARIABLE, message)
+        bounce_type, subtype, number = match.group(1), match.group(2), int(match.group(3))
+        if bounce_type == "Permanent":
+            message = f"{rule!r}: Permanent bounces are always blacklisted; no threshold applies"
+            raise ConfigError(THRESHOLDS_VARIABLE, message)
+        subtypes = SOFT_BOUNCE_SUBTYPES.get(bounce_type)
+        if subtypes is None:
+            known = ", ".join(sorted(SOFT_BOUNCE_SUBTYPES))
+            message = f"{rule!r}: unknown bounce type {bounce_type!r} (one of {known})"
+            raise ConfigError(THRESHOLDS_VARIABLE, message)
+        if subtype not in subtypes:
+            known = ", ".join(sorted(subtypes))
+            message = f"{rule!r}: unknown {bounce_type} subtype {subtype!r} (one of {known})"
+            raise ConfigError(THRESHOLDS_VARIABLE, message)
+        if number < 1:
+            message = f"{rule!r}: the number of occurrences must be at least 1"
+            raise ConfigError(THRESHOLDS_VARIABLE, message)
+        if (bounce_type, subtype) in seen:
+            message = f"{bounce_type}/{subtype} is given more than once"
+            raise ConfigError(THRESHOLDS_VARIABLE, message)
+        seen.add((bounce_type, subtype))
+        rules.append(BounceThreshold(bounce_type, subtype, number))
+    return tuple(rules)
 
 
 def _required(environ: Mapping[str, str], name: str) -> str:

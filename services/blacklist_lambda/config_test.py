@@ -5,7 +5,8 @@ from __future__ import annotations
 import attrs
 import pytest
 
-from blacklist_lambda.config import ConfigError, LambdaConfig
+from blacklist_lambda.config import ConfigError, LambdaConfig, parse_thresholds
+from ses_core.suppression import DEFAULT_POLICY, BounceThreshold
 
 GOOD = {
     "SES_REGION": "eu-west-1",
@@ -81,3 +82,58 @@ def test_malformed_variable_is_named(variable: str, value: str) -> None:
 def test_real_region_names_are_accepted(region: str) -> None:
     """Region names of every shape AWS uses pass validation."""
     assert LambdaConfig.from_environ({**GOOD, "SES_REGION": region}).ses_region == region
+
+
+def test_thresholds_default_to_none_and_the_default_policy() -> None:
+    """Unset or blank SOFT_BOUNCE_THRESHOLDS keeps the default suppression policy."""
+    for environ in (GOOD, {**GOOD, "SOFT_BOUNCE_THRESHOLDS": " "}):
+        config = LambdaConfig.from_environ(environ)
+        assert config.soft_bounce_thresholds == ()
+        assert config.suppression_policy == DEFAULT_POLICY
+
+
+def test_thresholds_are_parsed_into_the_policy() -> None:
+    """Comma-separated Type/Subtype=N rules become thresholds of the suppression policy."""
+    environ = {
+        **GOOD,
+        "SOFT_BOUNCE_THRESHOLDS": "Transient/General=3, Transient/MailboxFull = 5,",
+    }
+    config = LambdaConfig.from_environ(environ)
+    assert config.soft_bounce_thresholds == (
+        BounceThreshold("Transient", "General", 3),
+        BounceThreshold("Transient", "MailboxFull", 5),
+    )
+    policy = config.suppression_policy
+    assert policy.threshold_for("Transient", "General") == 3
+    assert policy.threshold_for("Transient", "MailboxFull") == 5
+    assert policy.threshold_for("Undetermined", "Undetermined") is None
+
+
+def test_undetermined_and_threshold_one_are_accepted() -> None:
+    """Undetermined/Undetermined may take a threshold, and 1 means blacklist at once."""
+    assert parse_thresholds("Undetermined/Undetermined=1") == (
+        BounceThreshold("Undetermined", "Undetermined", 1),
+    )
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        ("Transient/General", "is not Type/Subtype=N"),
+        ("Transient/General=three", "is not Type/Subtype=N"),
+        ("Transient/General=-1", "is not Type/Subtype=N"),
+        ("Transient=3", "is not Type/Subtype=N"),
+        ("Transient/General=0", "at least 1"),
+        ("Permanent/General=2", "always blacklisted"),
+        ("transient/General=2", "unknown bounce type 'transient'"),
+        ("Soft/General=2", "unknown bounce type"),
+        ("Transient/Mailboxfull=2", "unknown Transient subtype 'Mailboxfull'"),
+        ("Undetermined/General=2", "unknown Undetermined subtype"),
+        ("Transient/General=2,Transient/General=3", "more than once"),
+    ],
+)
+def test_malformed_thresholds_are_named(value: str, problem: str) -> None:
+    """A malformed SOFT_BOUNCE_THRESHOLDS fails with a ConfigError naming it and the problem."""
+    with pytest.raises(ConfigError, match=f"^SOFT_BOUNCE_THRESHOLDS: .*{problem}") as caught:
+        LambdaConfig.from_environ({**GOOD, "SOFT_BOUNCE_THRESHOLDS": value})
+    assert caught.value.variable == "SOFT_BOUNCE_THRESHOLDS"

@@ -20,7 +20,7 @@ from blacklist_lambda.alert import AdminAlerter, SesSendEmailClient
 from blacklist_lambda.config import LambdaConfig
 from blacklist_lambda.processor import NotificationProcessor
 from ses_core.blacklist import Blacklist
-from ses_core.suppression import DEFAULT_POLICY, SuppressionPolicy
+from ses_core.suppression import SuppressionPolicy
 
 log = logging.getLogger(__name__)
 
@@ -40,11 +40,15 @@ def make_handler(
     blacklist: Blacklist,
     ses_client: SesSendEmailClient,
     *,
-    policy: SuppressionPolicy = DEFAULT_POLICY,
+    policy: SuppressionPolicy | None = None,
 ) -> Handler:
-    """A handler over the given blacklist and SES client (boto3 `ses`), configured by `config`."""
+    """A handler over the given blacklist and SES client (boto3 `ses`), configured by `config`.
+
+    `policy` defaults to the config's (the default policy plus `SOFT_BOUNCE_THRESHOLDS`).
+    """
     alerter = AdminAlerter(ses_client, sender=config.email_from, recipients=config.email_to)
-    return NotificationProcessor(blacklist, alerter, table=config.dynamodb_table, policy=policy)
+    chosen = config.suppression_policy if policy is None else policy
+    return NotificationProcessor(blacklist, alerter, table=config.dynamodb_table, policy=chosen)
 
 
 def build_from_environ(environ: Mapping[str, str] = os.environ) -> Handler:
@@ -67,11 +71,17 @@ def build_from_environ(environ: Mapping[str, str] = os.environ) -> Handler:
     # The table lives in the function's own region (AWS_REGION, set by the Lambda runtime).
     blacklist = DynamoDBBlacklist.from_table_name(config.dynamodb_table)
     log.info(
-        "blacklist Lambda ready: table %s, alerts from %s to %d recipient(s) via SES in %s",
+        "blacklist Lambda ready: table %s, alerts from %s to %d recipient(s) via SES in %s, "
+        "soft bounce thresholds: %s",
         config.dynamodb_table,
         config.email_from,
         len(config.email_to),
         config.ses_region,
+        ", ".join(
+            f"{rule.bounce_type}/{rule.bounce_subtype}={rule.occurrences}"
+            for rule in config.soft_bounce_thresholds
+        )
+        or "none",
     )
     return make_handler(config, blacklist, ses_client)
 

@@ -20,9 +20,16 @@ from blacklist_lambda import handler as handler_module
 from blacklist_lambda.config import ConfigError, LambdaConfig
 from blacklist_lambda.handler import Handler, make_handler
 from ses_core import notification_fixtures as fx
-from ses_core.blacklist import BlacklistEntry, BlacklistEvent, BlacklistPage, BlacklistReason
+from ses_core.blacklist import (
+    BlacklistEntry,
+    BlacklistEvent,
+    BlacklistPage,
+    BlacklistReason,
+    OccurrenceResult,
+)
 from ses_core.dynamodb_blacklist import DynamoDBBlacklist
 from ses_core.errors import BlacklistUnavailable
+from ses_core.suppression import BounceThreshold
 from ses_core.testing.moto_dynamodb import create_blacklist_table
 
 REGION = "us-east-1"
@@ -98,7 +105,7 @@ def json_lines(caplog: pytest.LogCaptureFixture, event: str) -> list[dict[str, A
 
 
 class FailingBlacklist:
-    """Delegates to a real blacklist but fails `record` for chosen addresses (or all)."""
+    """Delegates to a real blacklist but fails writes for chosen addresses (or all)."""
 
     def __init__(
         self,
@@ -117,6 +124,12 @@ class FailingBlacklist:
         if self.fail_for is None or event.address in self.fail_for:
             raise self.error
         return self.inner.record(event)
+
+    def record_occurrence(self, event: BlacklistEvent, *, threshold: int) -> OccurrenceResult:
+        self.record_calls += 1
+        if self.fail_for is None or event.address in self.fail_for:
+            raise self.error
+        return self.inner.record_occurrence(event, threshold=threshold)
 
     def lookup_many(self, addresses: Iterable[str]) -> dict[str, BlacklistEntry]:
         return self.inner.lookup_many(addresses)
@@ -528,3 +541,181 @@ def test_handler_needs_only_the_actions_the_template_grants(aws: dict[str, Any])
     dynamodb = {call for call in used if call.startswith("dynamodb:")}
     assert dynamodb <= granted_actions("WriteBlacklistTable")
     assert used - dynamodb <= granted_actions("SendAdminAlert")
+
+
+# -- soft bounce thresholds (SOFT_BOUNCE_THRESHOLDS) -------------------------------------------
+
+TWICE = attrs.evolve(CONFIG, soft_bounce_thresholds=(BounceThreshold("Transient", "General", 2),))
+
+
+def soft_bounce(feedback_id: str, recipient: str = "ooto@example.com") -> dict[str, Any]:
+    """A Transient/General bounce with its own feedback id."""
+    document = fx.transient_bounce(recipient=recipient)
+    document["bounce"]["feedbackId"] = feedback_id
+    return document
+
+
+def test_threshold_blacklists_at_the_second_transient_bounce(
+    aws: dict[str, Any], blacklist: DynamoDBBlacklist, caplog: pytest.LogCaptureFixture
+) -> None:
+    """With Transient/General=2 the first bounce is only counted, a redelivery of it does not
+    count, and the second distinct one blacklists with count 2."""
+    caplog.set_level(logging.INFO)
+    handle = make_handler(TWICE, blacklist, aws["ses"])
+    first = fx.lambda_sns_event(soft_bounce("soft-1"))
+    assert handle(first, CONTEXT) is None
+    assert blacklist.get("ooto@example.com") is None
+    assert handle(first, CONTEXT) is None  # SNS redelivery
+    assert blacklist.get("ooto@example.com") is None
+    assert blacklist.list_page().entries == ()
+    counted = json_lines(caplog, "occurrence_counted")
+    assert [(c["occurrences"], c["threshold"], c["duplicate"]) for c in counted] == [
+        (1, 2, False),
+        (1, 2, True),
+    ]
+    assert counted[0]["address"] == "ooto@example.com"
+    assert counted[0]["detail"] == "Transient/General"
+    assert handle(fx.lambda_sns_event(soft_bounce("soft-2")), CONTEXT) is None
+    entry = blacklist.get("ooto@example.com")
+    assert entry is not None
+    assert (entry.reason, entry.detail, entry.feedback_id, entry.count) == (
+        BlacklistReason.BOUNCE,
+        "Transient/General",
+        "soft-2",
+        2,
+    )
+    (line,) = json_lines(caplog, "blacklisted")
+    assert (line["occurrences"], line["threshold"], line["count"]) == (2, 2, 2)
+    assert json_lines(caplog, "not_blacklisted") == []
+    assert sent_alerts() == []
+
+
+def test_threshold_counts_through_sqs_and_ignores_other_subtypes(
+    aws: dict[str, Any], blacklist: DynamoDBBlacklist, caplog: pytest.LogCaptureFixture
+) -> None:
+    """SQS records count the same way; a subtype without a threshold is only reported."""
+    caplog.set_level(logging.INFO)
+    handle = make_handler(TWICE, blacklist, aws["ses"])
+    full = fx.transient_bounce("MailboxFull")
+    event = fx.sqs_event(
+        fx.sns_envelope(soft_bounce("soft-1")),
+        fx.sns_envelope(soft_bounce("soft-1")),
+        fx.sns_envelope(full),
+    )
+    assert handle(event, CONTEXT) == {"batchItemFailures": []}
+    assert blacklist.get("ooto@example.com") is None
+    (reported,) = json_lines(caplog, "not_blacklisted")
+    assert (reported["detail"], reported["verdict"]) == ("Transient/MailboxFull", "report")
+    again = fx.sqs_event(fx.sns_envelope(soft_bounce("soft-3")))
+    assert handle(again, CONTEXT) == {"batchItemFailures": []}
+    entry = blacklist.get("ooto@example.com")
+    assert entry is not None and entry.count == 2
+
+
+def test_default_config_only_reports_transient_bounces(
+    handle: Handler, blacklist: DynamoDBBlacklist
+) -> None:
+    """Without thresholds, any number of transient bounces blacklists nobody and counts nothing."""
+    for n in range(3):
+        handle(fx.lambda_sns_event(soft_bounce(f"soft-{n}")), CONTEXT)
+    assert blacklist.lookup_many(["ooto@example.com"]) == {}
+
+
+def test_store_failure_while_counting_alerts_then_fails(
+    aws: dict[str, Any], blacklist: DynamoDBBlacklist
+) -> None:
+    """A store failure in record_occurrence alerts and fails: SNS raises, SQS lists the record."""
+    failing = FailingBlacklist(blacklist, fail_for=["ooto@example.com"])
+    handle = make_handler(TWICE, failing, aws["ses"])
+    with pytest.raises(BlacklistUnavailable, match="throttled"):
+        handle(fx.lambda_sns_event(soft_bounce("soft-1")), CONTEXT)
+    event = fx.sqs_event(
+        fx.sns_envelope(fx.bounce_with_dsn("ok@example.com")),
+        fx.sns_envelope(soft_bounce("soft-1")),
+    )
+    assert handle(event, CONTEXT) == {"batchItemFailures": [{"itemIdentifier": "sqs-1"}]}
+    first, second = sent_alerts()
+    assert "write failed: ooto@example.com" in first.body
+    assert "sqs-1: write failed: ooto@example.com" in second.body
+    assert blacklist.get("ok@example.com") is not None
+
+
+def test_after_a_store_failure_counting_is_not_attempted(
+    aws: dict[str, Any], blacklist: DynamoDBBlacklist
+) -> None:
+    """Once the store failed, a later count-dependent record fails at once, untried."""
+    failing = FailingBlacklist(blacklist)
+    handle = make_handler(TWICE, failing, aws["ses"])
+    event = fx.sqs_event(
+        fx.sns_envelope(fx.bounce_with_dsn("a@example.com")),
+        fx.sns_envelope(soft_bounce("soft-1")),
+    )
+    result = handle(event, CONTEXT)
+    assert result == {
+        "batchItemFailures": [{"itemIdentifier": "sqs-0"}, {"itemIdentifier": "sqs-1"}]
+    }
+    assert failing.record_calls == 1
+
+
+def test_module_handler_reads_thresholds_from_the_environment(
+    aws: dict[str, Any], fresh_handler: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SOFT_BOUNCE_THRESHOLDS configures the cold-started handler's policy."""
+    monkeypatch.setenv("SES_REGION", REGION)
+    monkeypatch.setenv("EMAIL_FROM", SENDER)
+    monkeypatch.setenv("EMAIL_TO", "ops@example.com")
+    monkeypatch.setenv("DYNAMODB_TABLE", TABLE)
+    monkeypatch.setenv("SOFT_BOUNCE_THRESHOLDS", "Transient/General=2")
+    for n in range(2):
+        handler_module.handler(fx.lambda_sns_event(soft_bounce(f"soft-{n}")), CONTEXT)
+    entry = DynamoDBBlacklist(TABLE, client=aws["dynamodb"]).get("ooto@example.com")
+    assert entry is not None and entry.count == 2
+
+
+def test_module_handler_names_a_bad_threshold_variable(
+    aws_env: None, fresh_handler: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A malformed SOFT_BOUNCE_THRESHOLDS fails the cold start with an error naming it."""
+    monkeypatch.setenv("SES_REGION", REGION)
+    monkeypatch.setenv("EMAIL_FROM", SENDER)
+    monkeypatch.setenv("EMAIL_TO", "ops@example.com")
+    monkeypatch.setenv("DYNAMODB_TABLE", TABLE)
+    monkeypatch.setenv("SOFT_BOUNCE_THRESHOLDS", "Transient/General=three")
+    with pytest.raises(ConfigError, match="SOFT_BOUNCE_THRESHOLDS"):
+        handler_module.handler(fx.lambda_sns_event(soft_bounce("soft-1")), CONTEXT)
+
+
+def test_counting_needs_only_the_actions_the_template_grants(aws: dict[str, Any]) -> None:
+    """Counting, a duplicate, an older event, crossing the threshold and merging beyond it use
+    only the DynamoDB actions the function's role is granted."""
+    calls: list[str] = []
+    record_operations(aws["dynamodb"], "dynamodb", calls)
+    handle = make_handler(TWICE, DynamoDBBlacklist(TABLE, client=aws["dynamodb"]), aws["ses"])
+    older = soft_bounce("soft-0")
+    older["bounce"]["timestamp"] = "2023-01-01T00:00:00.000Z"
+    for document in (soft_bounce("soft-1"), soft_bounce("soft-1"), older, soft_bounce("soft-3")):
+        handle(fx.lambda_sns_event(document), CONTEXT)
+    assert {"dynamodb:UpdateItem", "dynamodb:GetItem", "dynamodb:PutItem"} <= set(calls)
+    assert set(calls) <= granted_actions("WriteBlacklistTable")
+
+
+def test_count_dependent_decision_without_threshold_fails_loudly(
+    aws: dict[str, Any], blacklist: DynamoDBBlacklist, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A COUNT_DEPENDENT decision without a threshold is a bug: alerted and raised, not guessed."""
+    from blacklist_lambda import processor
+
+    real = processor.decide_suppression
+
+    def without_threshold(*args: Any, **kwargs: Any) -> Any:
+        decision = real(*args, **kwargs)
+        broken = tuple(attrs.evolve(d, threshold=None) for d in decision.count_dependent)
+        return attrs.evolve(decision, count_dependent=broken)
+
+    monkeypatch.setattr(processor, "decide_suppression", without_threshold)
+    handle = make_handler(TWICE, blacklist, aws["ses"])
+    with pytest.raises(ValueError, match="has no threshold"):
+        handle(fx.lambda_sns_event(soft_bounce("soft-1")), CONTEXT)
+    (alert,) = sent_alerts()
+    assert "processing failed: ooto@example.com" in alert.body
+    assert blacklist.get("ooto@example.com") is None

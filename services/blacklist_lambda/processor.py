@@ -9,6 +9,11 @@ Failure semantics (the original swallowed its errors, which disabled Lambda's re
   instead of waiting for more timeouts; they are redelivered with the rest.
 Writes are idempotent per feedback id (see `Blacklist.record`), so redeliveries are harmless.
 
+Bounces the policy blacklists only after N occurrences (`COUNT_DEPENDENT`, from
+`SOFT_BOUNCE_THRESHOLDS`) are counted with `Blacklist.record_occurrence`, idempotent per feedback
+id too: each logs `occurrence_counted` (n of N) until the count reaches N, then `blacklisted`. A
+store failure while counting is an infrastructure failure like any other write.
+
 Everything that is not written (transient and undetermined bounces, not-spam complaints,
 deliveries, other event types, invalid recipient strings) is logged as one JSON object per line,
 so CloudWatch Logs Insights can query it.
@@ -29,6 +34,7 @@ from ses_core.errors import BlacklistUnavailable, MalformedNotification
 from ses_core.notifications import NotificationKind
 from ses_core.suppression import (
     DEFAULT_POLICY,
+    RecipientDecision,
     SuppressionDecision,
     SuppressionPolicy,
     decide_suppression,
@@ -122,25 +128,17 @@ class NotificationProcessor:
             return None, store_error
         ses_message_id = None if notification.mail is None else notification.mail.message_id
         decision = decide_suppression(notification, self._policy)
-        addresses = tuple(decided.address.key for decided in decision.to_blacklist)
+        writes = (*decision.to_blacklist, *decision.count_dependent)
+        addresses = tuple(decided.address.key for decided in writes)
         try:
             self._log_unwritten(record, decision, message_id, ses_message_id)
-            if decision.to_blacklist and store_error is not None:
+            if writes and store_error is not None:
                 error = BlacklistUnavailable(
                     f"not attempted: the store failed earlier ({store_error})"
                 )
                 raise error from store_error
             for decided in decision.to_blacklist:
-                entry = self._blacklist.record(
-                    BlacklistEvent(
-                        address=decided.address.key,
-                        reason=decided.reason,
-                        detail=decided.detail,
-                        feedback_id=decided.feedback_id,
-                        message_id=decided.message_id,
-                        timestamp=decided.timestamp,
-                    )
-                )
+                entry = self._blacklist.record(_event(decided))
                 log_json(
                     logging.INFO,
                     "blacklisted",
@@ -152,6 +150,8 @@ class NotificationProcessor:
                     feedback_id=decided.feedback_id,
                     count=entry.count,
                 )
+            for decided in decision.count_dependent:
+                self._count(decided, message_id, ses_message_id)
         except BlacklistUnavailable as exc:
             log.error(
                 "blacklist write failed for message %s (%s)",
@@ -170,6 +170,33 @@ class NotificationProcessor:
             return failure, store_error
         return None, store_error
 
+    def _count(
+        self, decided: RecipientDecision, message_id: str, ses_message_id: str | None
+    ) -> None:
+        """Count one COUNT_DEPENDENT recipient's bounce; the store blacklists at the threshold."""
+        threshold = decided.threshold
+        if threshold is None:
+            # decide_suppression always sets it for COUNT_DEPENDENT; failing loudly (alert,
+            # retry) beats guessing a threshold.
+            message = f"count-dependent decision for {decided.address.key} has no threshold"
+            raise ValueError(message)
+        result = self._blacklist.record_occurrence(_event(decided), threshold=threshold)
+        fields: dict[str, Any] = {
+            "message_id": message_id,
+            "ses_message_id": ses_message_id,
+            "address": result.address,
+            "reason": str(decided.reason),
+            "detail": decided.detail,
+            "feedback_id": decided.feedback_id,
+            "occurrences": result.count,
+            "threshold": threshold,
+            "duplicate": result.duplicate,
+        }
+        if result.entry is None:
+            log_json(logging.INFO, "occurrence_counted", **fields)
+        else:
+            log_json(logging.INFO, "blacklisted", count=result.entry.count, **fields)
+
     def _log_unwritten(
         self,
         record: FeedbackRecord,
@@ -179,9 +206,7 @@ class NotificationProcessor:
     ) -> None:
         notification = record.notification
         assert notification is not None
-        for decided in (*decision.not_blacklisted, *decision.count_dependent):
-            # count_dependent needs a per-address occurrence count the Blacklist port does not
-            # keep outside entries; the Lambda's policy has no thresholds, so this only logs.
+        for decided in decision.not_blacklisted:
             log_json(
                 logging.INFO,
                 "not_blacklisted",
@@ -232,6 +257,17 @@ class NotificationProcessor:
             # The alert must never hide the original error: this one is logged with its
             # traceback, and the caller fails the invocation with the original failures next.
             log.exception("could not build or send the admin alert")
+
+
+def _event(decided: RecipientDecision) -> BlacklistEvent:
+    return BlacklistEvent(
+        address=decided.address.key,
+        reason=decided.reason,
+        detail=decided.detail,
+        feedback_id=decided.feedback_id,
+        message_id=decided.message_id,
+        timestamp=decided.timestamp,
+    )
 
 
 def _is_sqs_event(event: Mapping[str, Any]) -> bool:

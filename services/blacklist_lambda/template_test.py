@@ -137,7 +137,7 @@ def test_table_is_on_demand_with_the_original_email_key(template: dict[str, Any]
 def test_function_runs_the_packaged_handler_with_the_original_variables(
     template: dict[str, Any],
 ) -> None:
-    """The function runs lambda_function.handler on python3.11 with the four config variables."""
+    """The function runs lambda_function.handler on python3.11 with its config variables."""
     properties = template["Resources"]["Function"]["Properties"]
     assert properties["Runtime"] == "python3.11"
     assert properties["Handler"] == "lambda_function.handler"
@@ -147,8 +147,15 @@ def test_function_runs_the_packaged_handler_with_the_original_variables(
     }
     assert properties["Role"] == {"Fn::GetAtt": ["FunctionRole", "Arn"]}
     variables = properties["Environment"]["Variables"]
-    assert set(variables) == {"SES_REGION", "EMAIL_FROM", "EMAIL_TO", "DYNAMODB_TABLE"}
+    assert set(variables) == {
+        "SES_REGION",
+        "EMAIL_FROM",
+        "EMAIL_TO",
+        "DYNAMODB_TABLE",
+        "SOFT_BOUNCE_THRESHOLDS",
+    }
     assert variables["DYNAMODB_TABLE"] == TABLE_NAME
+    assert variables["SOFT_BOUNCE_THRESHOLDS"] == {"Ref": "SoftBounceThresholds"}
 
 
 def test_topic_invokes_the_function_and_only_ses_may_publish(template: dict[str, Any]) -> None:

@@ -27,7 +27,7 @@ from moto import mock_aws
 from blacklist_lambda.config import LambdaConfig
 from blacklist_lambda.handler import Handler, make_handler
 from ses_core import notification_fixtures as fx
-from ses_core.blacklist import BlacklistEntry, BlacklistEvent, BlacklistPage
+from ses_core.blacklist import BlacklistEntry, BlacklistEvent, BlacklistPage, OccurrenceResult
 from ses_core.dynamodb_blacklist import DynamoDBBlacklist
 from ses_core.errors import BlacklistUnavailable
 from ses_core.testing.moto_dynamodb import create_blacklist_table
@@ -420,6 +420,11 @@ class FailingFor:
         if event.address == self.address:
             raise BlacklistUnavailable(f"DynamoDB table {TABLE!r}: throttled")
         return self.inner.record(event)
+
+    def record_occurrence(self, event: BlacklistEvent, *, threshold: int) -> OccurrenceResult:
+        if event.address == self.address:
+            raise BlacklistUnavailable(f"DynamoDB table {TABLE!r}: throttled")
+        return self.inner.record_occurrence(event, threshold=threshold)
 
     def lookup_many(self, addresses: Iterable[str]) -> dict[str, BlacklistEntry]:
         return self.inner.lookup_many(addresses)
