@@ -71,11 +71,30 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+class PipeliningUpstream(SmtpUpstream):
+    """The stand-in advertising PIPELINING in its EHLO reply, as SES does (aiosmtpd reads
+    pipelined commands correctly but does not advertise the extension)."""
+
+    def _make_session(self) -> Any:
+        session = super()._make_session()
+
+        async def advertise(
+            server: Any, smtp_session: Any, envelope: Any, hostname: str, lines: list[str]
+        ) -> list[str]:
+            smtp_session.host_name = hostname
+            return [*lines[:-1], "250-PIPELINING", lines[-1]]
+
+        session._handle_hooks["EHLO"] = advertise  # noqa: SLF001
+        session._ehlo_hook_ver = "new"  # noqa: SLF001
+        return session
+
+
 class Sink:
     """The SES stand-in, with arrival times recorded per accepted message."""
 
-    def __init__(self, certs: TestCertificates) -> None:
-        self.upstream = SmtpUpstream(certs.server_context())
+    def __init__(self, certs: TestCertificates, *, pipelining: bool = True) -> None:
+        kind = PipeliningUpstream if pipelining else SmtpUpstream
+        self.upstream = kind(certs.server_context())
         self.arrivals: list[float] = []
         accept = self.upstream._accept  # noqa: SLF001 - timestamps for the precision phase
 
@@ -248,12 +267,14 @@ def max_window(arrivals: list[float], width: float = 1.0) -> int:
 async def run(args: argparse.Namespace) -> None:
     workdir = Path(tempfile.mkdtemp(prefix="relay-bench-"))
     certs = TestCertificates.create(str(workdir))
-    sink = Sink(certs)
+    sink = Sink(certs, pipelining=not args.no_pipelining)
     await sink.upstream.start()
     ca = certs.ca_file
     print(
         f"relay throughput benchmark: {args.messages} messages of ~{len(payload('x', 0)[1])} B, "
-        f"cpus={os.cpu_count()}, python {sys.version.split()[0]}"
+        f"cpus={os.cpu_count()}, python {sys.version.split()[0]}, "
+        f"sink PIPELINING {'off' if args.no_pipelining else 'on'}, "
+        f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}"
     )
     try:
         pss: list[int] = []
@@ -385,6 +406,9 @@ def main() -> None:
     parser.add_argument("--latency-seconds", type=float, default=15.0)
     parser.add_argument("--rate-seconds", type=float, default=10.0)
     parser.add_argument("--no-blacklist", action="store_true", help="run the relay without one")
+    parser.add_argument(
+        "--no-pipelining", action="store_true", help="the sink does not offer PIPELINING"
+    )
     parser.add_argument("--quick", action="store_true", help="1,000 messages, short phases")
     args = parser.parse_args()
     if args.quick:

@@ -8,8 +8,12 @@ answers:
 Size is bounded by `max_entries` with least-recently-used eviction. `lookup_many` asks the inner
 store only for the misses, in one call. Errors of the inner store propagate and cache nothing.
 
-Writes through this object (`record`, `put`, `remove`) go to the inner store and invalidate the
-key, and a lookup that raced with such a write does not store its (possibly stale) answer.
+`peek` answers from the cache alone, never calling the store, so an asyncio caller can use it on
+the event loop and send only the misses to a thread (`lookup_many` may block on the store).
+
+Writes through this object (`record`, `record_occurrence`, `put`, `remove`) go to the inner
+store and invalidate the key, and a lookup that raced with such a write does not store its
+(possibly stale) answer.
 Writes by *other* processes are only seen when the cached answer expires.
 """
 
@@ -28,6 +32,7 @@ from ses_core.blacklist import (
     BlacklistEntry,
     BlacklistEvent,
     BlacklistPage,
+    OccurrenceResult,
     normalize_all,
 )
 
@@ -136,6 +141,29 @@ class CachedBlacklist:
                     self._store(key, _Cached(entry=entry, expires=now + ttl))
         return found
 
+    def peek(self, addresses: Iterable[str]) -> tuple[dict[str, BlacklistEntry], list[str]]:
+        """What the cache already knows, without asking the store (never blocks on I/O).
+
+        Returns `(found, misses)`: the blacklisted entries among the fresh cached answers, keyed
+        by normalised key, and the addresses (as given) that have no fresh answer; pass those
+        to `lookup_many`, which counts them as misses. Raises `InvalidAddress` like `lookup_many`.
+        """
+        keys = normalize_all(addresses)
+        found: dict[str, BlacklistEntry] = {}
+        misses: list[str] = []
+        with self._lock:
+            now = self._clock()
+            for key, texts in keys.items():
+                cached = self._cache.get(key)
+                if cached is None or cached.expires <= now:
+                    misses.extend(texts)
+                    continue
+                self._cache.move_to_end(key)
+                self._hits += 1
+                if cached.entry is not None:
+                    found[key] = cached.entry
+        return found, misses
+
     def get(self, address: str) -> BlacklistEntry | None:
         key = normalize_address(address)
         return self.lookup_many([address]).get(key)
@@ -179,3 +207,10 @@ class CachedBlacklist:
         while len(self._cache) > self.max_entries:
             self._cache.popitem(last=False)
             self._evictions += 1
+
+    def record_occurrence(self, event: BlacklistEvent, *, threshold: int) -> OccurrenceResult:
+        """Count a soft event in the inner store and invalidate the address, like `record`."""
+        try:
+            return self.inner.record_occurrence(event, threshold=threshold)
+        finally:
+            self.invalidate(event.address)

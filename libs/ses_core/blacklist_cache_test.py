@@ -14,6 +14,7 @@ from ses_core.blacklist import (
     BlacklistPage,
     BlacklistReason,
     InMemoryBlacklist,
+    OccurrenceResult,
 )
 from ses_core.blacklist_cache import CachedBlacklist, CacheStats
 from ses_core.errors import BlacklistUnavailable, InvalidAddress
@@ -235,3 +236,66 @@ def test_concurrent_lookups_keep_counters_consistent(inner: Recording, clock: Fa
     stats = cache.stats
     assert stats.hits + stats.misses == 4 * 300 * 3
     assert stats.size <= 20
+
+
+def test_peek_answers_hits_without_the_store(cache: CachedBlacklist, inner: Recording) -> None:
+    """Cached answers, both kinds, come back from peek with no store call; misses are listed."""
+    cache.lookup_many(["bob@example.com", "ann@example.com"])
+    found, misses = cache.peek(["Bob@Example.com", "<ann@example.com>", "Carl@example.com"])
+    assert list(found) == ["bob@example.com"]
+    assert found["bob@example.com"].reason is BlacklistReason.BOUNCE
+    assert misses == ["Carl@example.com"]
+    assert len(inner.asked) == 1
+    assert cache.stats == CacheStats(hits=2, misses=2, evictions=0, size=2)
+
+
+def test_peek_treats_expired_answers_as_misses(
+    cache: CachedBlacklist, inner: Recording, clock: FakeClock
+) -> None:
+    """An answer past its TTL is a miss for peek too (and peek asks nothing)."""
+    cache.lookup_many(["ann@example.com"])
+    clock.now += 11
+    assert cache.peek(["ann@example.com"]) == ({}, ["ann@example.com"])
+    assert len(inner.asked) == 1
+
+
+def test_peek_sees_invalidation(cache: CachedBlacklist, inner: Recording) -> None:
+    """After a write through the cache, the written key is a miss again."""
+    cache.lookup_many(["bob@example.com"])
+    cache.remove("bob@example.com")
+    assert cache.peek(["bob@example.com"]) == ({}, ["bob@example.com"])
+
+
+def test_peek_refuses_invalid_addresses(cache: CachedBlacklist, inner: Recording) -> None:
+    """A bad address raises InvalidAddress, as lookup_many does."""
+    with pytest.raises(InvalidAddress):
+        cache.peek(["not an address"])
+
+
+def test_record_occurrence_passes_through_and_invalidates(
+    cache: CachedBlacklist, inner: Recording
+) -> None:
+    """A soft event goes to the store; once it blacklists, the cached "no" is dropped."""
+    assert cache.get("ann@example.com") is None
+    below = cache.record_occurrence(event("ann@example.com", "soft-1"), threshold=2)
+    assert (below.count, below.entry) == (1, None)
+    assert cache.get("ann@example.com") is None
+    crossed = cache.record_occurrence(event("Ann@example.com", "soft-2"), threshold=2)
+    assert crossed.entry is not None
+    assert cache.get("ann@example.com") == crossed.entry
+    assert inner.get("ann@example.com") == crossed.entry
+
+
+def test_failed_record_occurrence_still_invalidates(
+    cache: CachedBlacklist, inner: Recording
+) -> None:
+    """A count that raised may have blacklisted, so the cached answer is dropped anyway."""
+    cache.get("bob@example.com")
+
+    def broken(event: BlacklistEvent, *, threshold: int) -> OccurrenceResult:
+        raise BlacklistUnavailable("store down")
+
+    inner.record_occurrence = broken  # type: ignore[method-assign]
+    with pytest.raises(BlacklistUnavailable):
+        cache.record_occurrence(event(), threshold=2)
+    assert cache.stats.size == 0

@@ -5,8 +5,10 @@ carried with SES's code and text) or DEFERRED (retry later; the relay answers 4x
 keeps the mail). It never raises for an SMTP outcome. On the way it:
 
 - splits more than 50 recipients (SES's limit) into several transactions of at most 50;
-- takes send-rate tokens before every attempt, one per recipient of that attempt (SES counts
-  recipients), waiting at most until the message's deadline;
+- takes send-rate tokens for every attempt, one per recipient SES accepted at RCPT (SES counts
+  recipients), as late as possible: after DATA's `354`, right before the body, so the moment SES
+  accepts follows the grant closely (see `_LateCharge`: the wait is bounded by the deadline and
+  the upstream timeout; a refused charge drops the session without the final '.');
 - retries throttled answers on the `throttle_backoff` schedule (AWS advises 5 s, 10 s, 30 s),
   transient ones (451/454) on the shorter `transient_backoff`, and connection failures (421, a
   session that broke before the body was sent) at once on a fresh session, always within the
@@ -37,8 +39,10 @@ Cancellation
 ------------
 Cancelling `send` is safe: a session in the middle of a transaction is aborted (what is still
 buffered is not sent), never reused, and its pool slot is freed; tokens already taken from the
-limiter are spent. A cancel that lands after the final '.' left the socket is the ambiguous case
-again: SES may have the message, and the caller, having cancelled, decides what to do.
+limiter are spent. A cancel while waiting for tokens after the `354` drops the session before
+the body, so the upstream discards the transaction. A cancel that lands after the final '.' left
+the socket is the ambiguous case again: SES may have the message, and the caller, having
+cancelled, decides what to do.
 """
 
 from __future__ import annotations
@@ -68,6 +72,7 @@ from ses_core.smtp_replies import (
     outcome_for,
 )
 from ses_core.smtp_transaction import (
+    Charge,
     Envelope,
     Loss,
     Payload,
@@ -289,6 +294,9 @@ class SesSmtpClient:
         self._sleep = sleep
         self._pool = ConnectionPool(settings, clock=clock, sleep=sleep)
         self._ambiguous = 0
+        # Set after the limiter refused a late charge: charge before taking a session until it
+        # grants without a wait, so an overload or outage does not cost a session per message.
+        self._charge_early = False
 
     def __repr__(self) -> str:
         s = self._settings
@@ -371,17 +379,34 @@ class SesSmtpClient:
                 )
                 last = {r: last.get(r, reason) for r in pending}
                 break
-            limited = await self._take_tokens(len(pending), remaining)
-            if isinstance(limited, Reply):
-                last = {r: limited for r in pending}
-                break
-            waited += limited
+            prepaid = False
+            if self._charge_early:
+                limited = await self._take_tokens(len(pending), remaining)
+                if isinstance(limited, Reply):
+                    last = {r: limited for r in pending}
+                    break
+                waited += limited
+                prepaid = True
             attempts += 1
-            outcome = await self._attempt(attrs.evolve(envelope, recipients=pending), deadline)
+            charge = _LateCharge(self, deadline, prepaid=prepaid)
+            outcome = await self._attempt(
+                attrs.evolve(envelope, recipients=pending),
+                deadline,
+                None if self._limiter is None else charge,
+            )
+            waited += charge.waited
+            held = charge.refusal if outcome.held_back else None
             retry: list[str] = []
             unknown = 0
             for recipient in pending:
                 reply = outcome.replies.get(recipient)
+                if held is not None and reply is held:
+                    if charge.retry_early:
+                        retry.append(recipient)
+                        last.setdefault(recipient, held)
+                    else:
+                        final[recipient] = _result(recipient, held)
+                    continue
                 if reply is None and outcome.loss is Loss.AFTER_BODY:
                     final[recipient] = RecipientResult.deferred(
                         recipient, 451, AMBIGUOUS_TEXT, ReplyClass.CONNECTION
@@ -407,6 +432,10 @@ class SesSmtpClient:
             pending = tuple(retry)
             if not pending or attempts >= self._settings.max_attempts or self._pool.closed:
                 break
+            if held is not None:
+                if not charge.retry_early:
+                    break  # no tokens before the deadline: the rest is deferred as it stands
+                continue  # the wait was too long to hold a session: pay first, then send
             delay = backoff.next_delay((last[r].reply_class for r in pending), self._settings)
             if self._clock() + delay >= deadline:
                 break
@@ -423,21 +452,16 @@ class SesSmtpClient:
         if self._limiter is None:
             return 0.0
         try:
-            return await self._limiter.acquire(cost, max_wait=remaining)
-        except RateLimitTimeout as exc:
-            text = (
-                "4.7.0 send rate limit: no capacity before the message deadline "
-                f"(would wait {exc.wait_seconds:.1f}s)"
-            )
-            return Reply(451, text, ReplyClass.THROTTLED)
-        except RateLimiterUnavailable as exc:
-            log.warning("send-rate limiter unavailable: %s", exc)
-            return Reply(451, f"4.3.0 send-rate limiter unavailable: {exc}", ReplyClass.TRANSIENT)
-        except DailyQuotaExhausted as exc:
-            log.warning("SES daily sending quota exhausted: %s", exc)
-            return Reply(454, "4.7.0 daily sending quota exhausted", ReplyClass.DAILY_QUOTA)
+            waited = await self._limiter.acquire(cost, max_wait=remaining)
+        except (RateLimitTimeout, RateLimiterUnavailable, DailyQuotaExhausted) as exc:
+            return _limiter_reply(exc)
+        if waited <= 0.0:
+            self._charge_early = False  # capacity to spare again: back to charging late
+        return waited
 
-    async def _attempt(self, envelope: Envelope, deadline: float) -> TransactionOutcome:
+    async def _attempt(
+        self, envelope: Envelope, deadline: float, charge: Charge | None = None
+    ) -> TransactionOutcome:
         """One transaction on a pooled session; stale pooled sessions are replaced for free."""
         for _ in range(self._settings.pool_size + 1):
             try:
@@ -452,7 +476,9 @@ class SesSmtpClient:
                     )
                 return TransactionOutcome({r: reply for r in envelope.recipients})
             try:
-                outcome = await run_transaction(connection, envelope, self._settings.timeout)
+                outcome = await run_transaction(
+                    connection, envelope, self._settings.timeout, charge
+                )
             except BaseException:
                 # Cancellation (or a bug): a session interrupted mid-transaction is closed.
                 self._pool.release(connection, reusable=False)
@@ -462,6 +488,64 @@ class SesSmtpClient:
                 return outcome
             log.info("pooled SES session was closed by the server; using a fresh one")
         return outcome
+
+
+class _LateCharge:
+    """Takes one attempt's send-rate tokens right before the body is written.
+
+    The upstream counts a message when it accepts the final '.', so taking the tokens there
+    (rather than before MAIL) keeps the round trips of MAIL/RCPT/DATA from bunching arrivals
+    together, and only the recipients the upstream accepted at RCPT are charged. The session
+    waits mid-DATA for at most min(deadline, upstream timeout). When the limiter refuses:
+    - no capacity before the deadline: the recipients are DEFERRED with the limiter's reply;
+    - capacity within the deadline but after the upstream timeout (`retry_early`): the session
+      is given up and the next attempt pays before taking a session;
+    - limiter unavailable or daily quota exhausted: DEFERRED.
+    After any refusal the client pays before taking a session (as it did before late charging)
+    until the limiter grants without making it wait, so an overload, an outage or an exhausted
+    quota does not cost a dropped session (and a new TLS + AUTH) per message.
+    A retried attempt is charged again, as before.
+    """
+
+    def __init__(self, client: SesSmtpClient, deadline: float, *, prepaid: bool) -> None:
+        self._client = client
+        self._deadline = deadline
+        self._prepaid = prepaid
+        self.waited = 0.0
+        self.refusal: Reply | None = None
+        self.retry_early = False
+
+    async def __call__(self, cost: int) -> Reply | None:
+        client = self._client
+        if self._prepaid or client._limiter is None:
+            return None
+        remaining = self._deadline - client._clock()
+        bound = min(remaining, client._settings.timeout)
+        try:
+            self.waited = await client._limiter.acquire(cost, max_wait=max(bound, 0.0))
+        except RateLimitTimeout as exc:
+            self.retry_early = bound < remaining and exc.wait_seconds <= remaining
+            client._charge_early = True
+            self.refusal = _limiter_reply(exc)
+        except (RateLimiterUnavailable, DailyQuotaExhausted) as exc:
+            client._charge_early = True
+            self.refusal = _limiter_reply(exc)
+        return self.refusal
+
+
+def _limiter_reply(exc: Exception) -> Reply:
+    """The deferral for a limiter that gave no tokens."""
+    if isinstance(exc, RateLimitTimeout):
+        text = (
+            "4.7.0 send rate limit: no capacity before the message deadline "
+            f"(would wait {exc.wait_seconds:.1f}s)"
+        )
+        return Reply(451, text, ReplyClass.THROTTLED)
+    if isinstance(exc, DailyQuotaExhausted):
+        log.warning("SES daily sending quota exhausted: %s", exc)
+        return Reply(454, "4.7.0 daily sending quota exhausted", ReplyClass.DAILY_QUOTA)
+    log.warning("send-rate limiter unavailable: %s", exc)
+    return Reply(451, f"4.3.0 send-rate limiter unavailable: {exc}", ReplyClass.TRANSIENT)
 
 
 def _result(recipient: str, reply: Reply) -> RecipientResult:

@@ -28,6 +28,7 @@ from ses_core.smtp_client import (
     SesSmtpClient,
     SmtpSettings,
 )
+from ses_core.smtp_pool import PipeliningProtocol
 from ses_core.testing.smtp_upstream import (
     SES_BAD_CREDENTIALS,
     SES_DAILY_QUOTA,
@@ -87,9 +88,33 @@ def certificates(tmp_path_factory: pytest.TempPathFactory) -> TestCertificates:
     return TestCertificates.create(str(tmp_path_factory.mktemp("tls")))
 
 
-@pytest.fixture
-async def upstream(certificates: TestCertificates) -> AsyncIterator[SmtpUpstream]:
-    async with SmtpUpstream(certificates.server_context()) as server:
+class PipeliningUpstream(SmtpUpstream):
+    """The SES stand-in advertising PIPELINING in its EHLO reply, as SES does.
+
+    aiosmtpd reads pipelined commands correctly but does not advertise the extension.
+    """
+
+    def _make_session(self) -> Any:
+        session = super()._make_session()
+
+        async def advertise(
+            server: Any, smtp_session: Any, envelope: Any, hostname: str, lines: list[str]
+        ) -> list[str]:
+            smtp_session.host_name = hostname
+            return [*lines[:-1], "250-PIPELINING", lines[-1]]
+
+        session._handle_hooks["EHLO"] = advertise
+        session._ehlo_hook_ver = "new"
+        return session
+
+
+@pytest.fixture(params=["lockstep", "pipelining"])
+async def upstream(
+    certificates: TestCertificates, request: pytest.FixtureRequest
+) -> AsyncIterator[SmtpUpstream]:
+    """The stand-in, without and with PIPELINING: every client test runs on both paths."""
+    kind = PipeliningUpstream if request.param == "pipelining" else SmtpUpstream
+    async with kind(certificates.server_context()) as server:
         yield server
     # Sessions closed by the peer finish their TLS close a few loop turns later; let them, so
     # the test's loop does not end with transports half-closed.
@@ -447,6 +472,157 @@ async def test_auth_required_at_mail_is_an_auth_failure(
     assert result.recipients[0].reply_class is ReplyClass.AUTH
 
 
+# --- PIPELINING (RFC 2920) ----------------------------------------------------------------------
+
+
+class WriteCounter:
+    """Counts the writes a pooled session's protocol makes."""
+
+    def __init__(self, client: SesSmtpClient) -> None:
+        self.writes: list[bytes] = []
+        connection = client._pool._idle[0]
+        protocol = connection.smtp.protocol
+        assert isinstance(protocol, PipeliningProtocol)
+        original = protocol.write
+
+        def write(data: bytes) -> None:
+            self.writes.append(data)
+            original(data)
+
+        protocol.write = write  # type: ignore[method-assign]
+
+
+@pytest.fixture
+async def pipelining_upstream(
+    certificates: TestCertificates,
+) -> AsyncIterator[SmtpUpstream]:
+    async with PipeliningUpstream(certificates.server_context()) as server:
+        yield server
+    await asyncio.sleep(0.05)
+
+
+@pytest.fixture
+async def pipelining_client(
+    pipelining_upstream: SmtpUpstream, certificates: TestCertificates, fake_time: FakeTime
+) -> AsyncIterator[SesSmtpClient]:
+    async with make_client(pipelining_upstream, certificates, fake_time) as smtp_client:
+        yield smtp_client
+
+
+async def test_pipelining_sends_the_envelope_in_one_write_and_the_body_in_another(
+    pipelining_client: SesSmtpClient, pipelining_upstream: SmtpUpstream
+) -> None:
+    """MAIL, both RCPTs and DATA leave in one write; the body follows the 354 in a second."""
+    assert (await pipelining_client.send(message())).all_accepted
+    counter = WriteCounter(pipelining_client)
+    result = await pipelining_client.send(message("a@example.com", "b@example.com"))
+    assert result.all_accepted
+    envelope, body = counter.writes
+    assert envelope.startswith(b"MAIL FROM:<sender@example.com>")
+    assert envelope.count(b"RCPT TO:") == 2
+    assert envelope.endswith(b"DATA\r\n")
+    assert body.endswith(b"\r\n.\r\n")
+    assert pipelining_upstream.messages[-1].recipients == ("a@example.com", "b@example.com")
+
+
+async def test_pipelined_refused_rcpt_is_refused_alone(
+    pipelining_client: SesSmtpClient, pipelining_upstream: SmtpUpstream
+) -> None:
+    """A 553 to the middle RCPT of a pipeline refuses that recipient only; the others go."""
+    pipelining_upstream.faults.set(
+        Fault.reply(Stage.RCPT, *SES_INVALID_ADDRESS, recipient="bad@example.com")
+    )
+    result = await pipelining_client.send(
+        message("a@example.com", "bad@example.com", "c@example.com")
+    )
+    assert [(r.recipient, r.outcome, r.code) for r in result.recipients] == [
+        ("a@example.com", Outcome.ACCEPTED, 250),
+        ("bad@example.com", Outcome.REFUSED, SES_INVALID_ADDRESS[0]),
+        ("c@example.com", Outcome.ACCEPTED, 250),
+    ]
+    assert [m.recipients for m in pipelining_upstream.messages] == [
+        ("a@example.com", "c@example.com")
+    ]
+    assert pipelining_client.stats.idle == 1  # still in step with the server
+
+
+async def test_pipelined_all_rcpts_refused_leaves_the_session_usable(
+    pipelining_client: SesSmtpClient, pipelining_upstream: SmtpUpstream
+) -> None:
+    """Every RCPT refused: DATA's 503/554 is read and ignored, and the next message works."""
+    pipelining_upstream.faults.set(Fault.reply(Stage.RCPT, *SES_INVALID_ADDRESS), times=2)
+    result = await pipelining_client.send(message("a@example.com", "b@example.com"))
+    assert [r.outcome for r in result.recipients] == [Outcome.REFUSED, Outcome.REFUSED]
+    assert (await pipelining_client.send(message())).all_accepted
+    assert pipelining_upstream.connections_opened == 1
+
+
+async def test_pipelined_refused_mail_applies_to_every_recipient(
+    pipelining_client: SesSmtpClient, pipelining_upstream: SmtpUpstream
+) -> None:
+    """A 554 to MAIL refuses all recipients (the RCPT/DATA 503s are not their verdicts)."""
+    pipelining_upstream.faults.set(Fault.reply(Stage.MAIL, *SES_NOT_VERIFIED))
+    result = await pipelining_client.send(message("a@example.com", "b@example.com"))
+    assert [(r.outcome, r.code, r.text) for r in result.recipients] == [
+        (Outcome.REFUSED, *SES_NOT_VERIFIED),
+        (Outcome.REFUSED, *SES_NOT_VERIFIED),
+    ]
+    assert (await pipelining_client.send(message())).all_accepted
+    assert pipelining_upstream.connections_opened == 1
+
+
+async def test_pipelined_drop_between_rcpt_replies_is_not_sent_and_retried(
+    pipelining_client: SesSmtpClient, pipelining_upstream: SmtpUpstream
+) -> None:
+    """The session dies after the first RCPT reply: nothing was sent, so all go on a new one."""
+    pipelining_upstream.faults.set(Fault.drop(Stage.RCPT, recipient="b@example.com"))
+    result = await pipelining_client.send(
+        message("a@example.com", "b@example.com", "c@example.com")
+    )
+    assert result.all_accepted
+    assert not result.ambiguous
+    assert result.attempts == 2
+    assert pipelining_upstream.connections_opened == 2
+    assert [m.recipients for m in pipelining_upstream.messages] == [
+        ("a@example.com", "b@example.com", "c@example.com")
+    ]
+
+
+async def test_pipelined_transient_rcpt_is_retried_alone(
+    pipelining_client: SesSmtpClient, pipelining_upstream: SmtpUpstream, fake_time: FakeTime
+) -> None:
+    """A 451 to one pipelined RCPT: the others are delivered, that one is resent later."""
+    pipelining_upstream.faults.set(
+        Fault.reply(Stage.RCPT, 451, "Try later", recipient="slow@example.com")
+    )
+    result = await pipelining_client.send(message("ok@example.com", "slow@example.com"))
+    assert result.all_accepted
+    assert [m.recipients for m in pipelining_upstream.messages] == [
+        ("ok@example.com",),
+        ("slow@example.com",),
+    ]
+    assert fake_time.sleeps == [1.0]
+
+
+async def test_replies_arriving_together_are_all_read_in_order(
+    pipelining_client: SesSmtpClient, pipelining_upstream: SmtpUpstream
+) -> None:
+    """Several replies in one segment, and one arriving before the last is read, are kept."""
+    assert (await pipelining_client.send(message())).all_accepted
+    protocol = pipelining_client._pool._idle[0].smtp.protocol
+    assert isinstance(protocol, PipeliningProtocol)
+    protocol.expect(3)
+    protocol.data_received(b"250 one\r\n250-two\r\n250 two")
+    protocol.data_received(b"\r\n354 three\r\n")
+    replies = [await protocol.read_response(timeout=1) for _ in range(3)]
+    protocol.expect(0)
+    assert [(r.code, r.message) for r in replies] == [
+        (250, "one"),
+        (250, "two\ntwo"),
+        (354, "three"),
+    ]
+
+
 # --- connection drops --------------------------------------------------------------------------
 
 
@@ -616,21 +792,56 @@ async def test_more_than_50_recipients_are_split_into_chunks(
     assert [r.recipient for r in result.recipients] == list(recipients)
     assert [len(m.recipients) for m in upstream.messages] == [50, 50, 20]
     assert [cost for cost, _ in limiter.calls] == [50, 50, 20]
-    assert limiter.calls[0][1] == pytest.approx(30.0)
+    # Tokens are taken mid-DATA: the wait is bounded by the upstream timeout (5 s here).
+    assert limiter.calls[0][1] == pytest.approx(5.0)
     assert result.limiter_wait == pytest.approx(0.75)
     assert result.attempts == 3
 
 
-async def test_limiter_tokens_are_taken_before_every_attempt(
+async def test_limiter_tokens_are_taken_before_the_body_of_every_attempt(
     upstream: SmtpUpstream, certificates: TestCertificates, fake_time: FakeTime
 ) -> None:
-    """A retried chunk pays again for the recipients still pending, with the remaining time."""
+    """Each attempt pays for the recipients SES accepted at RCPT, right before the body."""
     limiter = FakeLimiter()
     upstream.faults.set(Fault.reply(Stage.RCPT, 451, "Try later", recipient="b@example.com"))
     async with make_client(upstream, certificates, fake_time, limiter=limiter) as client:
         result = await client.send(message("a@example.com", "b@example.com"), deadline=1100.0)
     assert result.all_accepted
-    assert limiter.calls == [(2, pytest.approx(100.0)), (1, pytest.approx(99.0))]
+    assert limiter.calls == [(1, pytest.approx(5.0)), (1, pytest.approx(5.0))]
+    assert result.limiter_wait == pytest.approx(0.5)
+
+
+class ScriptedLimiter(FakeLimiter):
+    """Raises the given errors on the first calls, then grants like FakeLimiter."""
+
+    def __init__(self, *errors: Exception) -> None:
+        super().__init__()
+        self.errors = list(errors)
+
+    async def acquire(self, cost: int, *, max_wait: float | None = None) -> float:
+        self.calls.append((cost, max_wait))
+        if self.errors:
+            raise self.errors.pop(0)
+        return 0.0
+
+
+async def test_a_wait_longer_than_the_upstream_timeout_is_paid_before_a_new_session(
+    upstream: SmtpUpstream, certificates: TestCertificates, fake_time: FakeTime
+) -> None:
+    """Capacity in 10 s, timeout 5 s, deadline 100 s: the held session is dropped without the
+    final '.', the tokens are paid first, and the message goes out once on a new session."""
+    limiter = ScriptedLimiter(RateLimitTimeout("later", wait_seconds=10.0))
+    async with make_client(upstream, certificates, fake_time, limiter=limiter) as client:
+        result = await client.send(message(), deadline=fake_time.now + 100.0)
+        assert result.all_accepted
+        assert limiter.calls == [(1, pytest.approx(5.0)), (1, pytest.approx(100.0))]
+        assert upstream.accepted == 1
+        assert upstream.connections_opened == 2
+        assert result.attempts == 2  # the dropped transaction counts as an attempt
+        # The limiter granted without a wait: the next message pays late again.
+        await client.send(message())
+        assert limiter.calls[-1] == (1, pytest.approx(5.0))
+    assert client.stats.failures == 0
 
 
 @pytest.mark.parametrize(
@@ -648,14 +859,29 @@ async def test_limiter_errors_become_deferred_results(
     error: Exception,
     reply_class: ReplyClass,
 ) -> None:
-    """A limiter timeout, outage or exhausted quota defers the message without raising."""
-    async with make_client(upstream, certificates, fake_time, limiter=FakeLimiter(error)) as client:
-        result = await client.send(message())
-    [recipient] = result.recipients
-    assert recipient.outcome is Outcome.DEFERRED
-    assert recipient.reply_class is reply_class
-    assert recipient.code // 100 == 4
-    assert upstream.connections_opened == 0
+    """A limiter timeout, outage or exhausted quota defers the message without raising; the
+    session that waited mid-DATA is dropped without the final '.', so nothing is delivered."""
+    limiter = ScriptedLimiter(error, error)
+    async with make_client(upstream, certificates, fake_time, limiter=limiter) as client:
+        # 30 s to the deadline: the timeout's 40 s wait is beyond it, not only beyond the 5 s
+        # the session may wait (that case is retried, see the test above).
+        result = await client.send(message(), deadline=fake_time.now + 30.0)
+        [recipient] = result.recipients
+        assert recipient.outcome is Outcome.DEFERRED
+        assert recipient.reply_class is reply_class
+        assert recipient.code // 100 == 4
+        assert upstream.accepted == 0
+        assert upstream.connections_opened == 1
+        # While the limiter refuses, messages pay before taking a session: no session each.
+        again = await client.send(message(), deadline=fake_time.now + 30.0)
+        assert again.recipients[0].outcome is Outcome.DEFERRED
+        assert again.attempts == 0
+        assert upstream.connections_opened == 1
+        # Once it grants without a wait, tokens are taken late (mid-DATA) again.
+        assert (await client.send(message())).all_accepted
+        assert (await client.send(message())).all_accepted
+        assert limiter.calls[-1][1] == pytest.approx(5.0)
+        assert upstream.connections_opened == 2
 
 
 async def test_deadline_already_passed_defers_without_sending(
@@ -729,6 +955,39 @@ async def test_cancelled_send_closes_its_session_and_leaks_nothing(
     await wait_until(lambda: upstream.open_connections == 0)
     assert (await client.send(message())).all_accepted
     assert upstream.accepted == 1
+
+
+class BlockingLimiter:
+    """A limiter whose acquire never returns until cancelled."""
+
+    def __init__(self) -> None:
+        self.called = asyncio.Event()
+
+    async def acquire(self, cost: int, *, max_wait: float | None = None) -> float:
+        self.called.set()
+        await asyncio.Event().wait()
+        return 0.0
+
+
+async def test_cancelled_while_waiting_for_tokens_mid_data_delivers_nothing(
+    upstream: SmtpUpstream, certificates: TestCertificates, fake_time: FakeTime
+) -> None:
+    """Cancelled while the limiter holds the session after the 354: dropped without the '.'."""
+    limiter = BlockingLimiter()
+    async with SesSmtpClient(
+        settings_for(upstream, certificates),
+        limiter=limiter,
+        clock=fake_time.clock,
+        sleep=fake_time.sleep,
+    ) as client:
+        task = asyncio.create_task(client.send(message()))
+        await asyncio.wait_for(limiter.called.wait(), 5)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert client.stats.in_use == 0
+        await wait_until(lambda: upstream.open_connections == 0)
+    assert upstream.accepted == 0
 
 
 async def test_cancelled_wait_for_a_pool_slot_leaks_nothing(

@@ -15,6 +15,8 @@ Connection policy:
   `reconnect_backoff_max`); a caller whose budget is shorter than the wait fails at once.
 - Cancel-safe: a lender that is cancelled hands its connection back as broken, so it is closed,
   never reused mid-transaction, and its slot is freed.
+- Every session's protocol is a `PipeliningProtocol`, so transactions can pipeline their
+  commands (RFC 2920) when the server offers it.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ from typing import TYPE_CHECKING
 
 import aiosmtplib
 import attrs
+from aiosmtplib.protocol import SMTPProtocol
+from aiosmtplib.response import SMTPResponse
 
 from ses_core.smtp_replies import ReplyClass, classify_reply
 
@@ -93,6 +97,78 @@ class PooledConnection:
         return self.smtp.is_connected
 
 
+class PipeliningProtocol(SMTPProtocol):
+    """aiosmtplib's protocol, made safe for RFC 2920 command pipelining.
+
+    aiosmtplib expects one reply per command written: it parses one reply per `data_received`
+    and drops bytes that arrive while no reply is awaited or the previous one is not collected
+    yet. With several commands in flight, replies arrive together or back to back and would be
+    lost. While `expect(n)` is in force this class keeps every byte and hands buffered replies
+    out one by one, in order; otherwise it behaves exactly as aiosmtplib's.
+    """
+
+    _pipelined = 0
+
+    def expect(self, replies: int) -> None:
+        """The next `replies` reads answer pipelined commands (0 ends pipelined reading)."""
+        self._pipelined = replies
+
+    def data_received(self, data: bytes) -> None:
+        if self._pipelined <= 0:
+            super().data_received(data)
+            return
+        waiter = self._response_waiter
+        if waiter is None:
+            return
+        self._buffer.extend(data)
+        if len(self._buffer) > _MAX_PIPELINED_BYTES:
+            del self._buffer[:]
+            if not waiter.done():
+                error = aiosmtplib.SMTPResponseException(500, "Response too long")
+                self._set_response_exception(waiter, error)
+            return
+        if waiter.done():
+            return  # the previous reply is not collected yet; this one waits in the buffer
+        try:
+            response = self._read_response_from_buffer()
+        except aiosmtplib.SMTPResponseException as exc:
+            self._set_response_exception(waiter, exc)
+            return
+        if response is not None:
+            waiter.set_result(response)
+
+    async def read_response(self, timeout: float | None = None) -> SMTPResponse:
+        if self._pipelined <= 0:
+            return await super().read_response(timeout)
+        self._pipelined -= 1
+        waiter = self._response_waiter
+        if waiter is None or not waiter.done():
+            # A reply that arrived while the previous one was uncollected is already buffered
+            # (possibly with the connection closed since: it still counts, in order).
+            buffered = self._read_response_from_buffer()
+            if buffered is not None:
+                return buffered
+        return await super().read_response(timeout)
+
+
+#: Bound on unread pipelined replies (50 RCPT replies of a few hundred bytes fit easily).
+_MAX_PIPELINED_BYTES = 256 * 1024
+
+
+def enable_pipelining(smtp: aiosmtplib.SMTP) -> PipeliningProtocol | None:
+    """Make a connected session's protocol a `PipeliningProtocol` (None if not connected).
+
+    aiosmtplib creates its protocol itself; the subclass adds state only through a class
+    attribute default, so switching the class of the live object is safe.
+    """
+    protocol = smtp.protocol
+    if protocol is None:
+        return None
+    if not isinstance(protocol, PipeliningProtocol):
+        protocol.__class__ = PipeliningProtocol
+    return protocol  # type: ignore[return-value]
+
+
 def build_tls_context(ca_file: str | None) -> ssl.SSLContext:
     """A client context: TLS 1.2+, certificate and host-name verification always on."""
     context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=ca_file)
@@ -147,8 +223,11 @@ class ConnectionPool:
         if self._closed:
             raise ConnectFailure(421, "4.4.0 client closed", ReplyClass.CONNECTION)
         try:
-            async with asyncio.timeout(budget):
-                await self._slots.acquire()
+            if self._slots.locked():
+                async with asyncio.timeout(budget):
+                    await self._slots.acquire()
+            else:
+                await self._slots.acquire()  # free slot: no timer to arm and cancel
         except TimeoutError:
             text = "4.4.5 all pooled upstream connections busy until the deadline"
             raise ConnectFailure(451, text, ReplyClass.TRANSIENT) from None
@@ -177,7 +256,7 @@ class ConnectionPool:
             else:
                 if not reusable or not connection.alive:
                     self._failures += 1
-                _abort(connection.smtp)
+                abort_session(connection.smtp)
             return
         connection.reused = True
         self._idle.append(connection)
@@ -266,6 +345,7 @@ class ConnectionPool:
                 await smtp.connect(hostname=settings.host, port=settings.port)
                 await self._starttls(smtp)
             await self._login(smtp)
+            enable_pipelining(smtp)
         except BaseException as exc:
             # Once handed over, the socket belongs to the transport, which closes it.
             smtp.close()
@@ -314,7 +394,7 @@ class ConnectionPool:
             raise ConnectFailure(451, text, ReplyClass.AUTH)
 
 
-def _abort(smtp: aiosmtplib.SMTP) -> None:
+def abort_session(smtp: aiosmtplib.SMTP) -> None:
     """Drop a session at once, without flushing its buffer or a polite TLS close.
 
     A broken or interrupted session must not send what is still buffered: after a cancelled DATA

@@ -53,7 +53,8 @@ from aiosmtpd.smtp import Envelope, Session
 from relay.access import AccessPolicy
 from relay.metrics import RelayMetrics
 from ses_core.addresses import EmailAddress
-from ses_core.blacklist import Blacklist
+from ses_core.blacklist import Blacklist, BlacklistEntry
+from ses_core.blacklist_cache import CachedBlacklist
 from ses_core.errors import (
     BlacklistUnavailable,
     DailyQuotaExhausted,
@@ -174,9 +175,7 @@ class RelayHandler:
             return "553 5.6.7 Non-ASCII address requires MAIL FROM with SMTPUTF8"
         if self.blacklist is not None:
             try:
-                # The address as written, not only its key: the DynamoDB adapter also matches
-                # the original service's case-sensitive legacy items with it.
-                entry = await asyncio.to_thread(self.blacklist.get, address)
+                entry = await _blacklisted(self.blacklist, address)
             except BlacklistUnavailable as exc:
                 self.metrics.blacklist_errors.inc()
                 log.warning("blacklist unavailable at RCPT: %s", exc)
@@ -400,6 +399,18 @@ class _Record:
         self.limiter_wait = 0.0
         self.attempts = 0
         self.upstream_code: int | None = None
+
+
+async def _blacklisted(blacklist: Blacklist, address: str) -> BlacklistEntry | None:
+    """The blacklist entry for `address`: a cached answer on the loop, else the store in a
+    thread (the store may block on I/O; a cache hit costs no thread hop)."""
+    if isinstance(blacklist, CachedBlacklist):
+        found, misses = blacklist.peek([address])
+        if not misses:
+            return next(iter(found.values()), None)
+    # The address as written, not only its key: the DynamoDB adapter also matches the original
+    # service's case-sensitive legacy items with it.
+    return await asyncio.to_thread(blacklist.get, address)
 
 
 def is_limiter_timeout(result: RecipientResult) -> bool:

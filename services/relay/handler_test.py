@@ -12,6 +12,7 @@ from aiosmtpd.smtp import Session
 from relay.access import AccessPolicy
 from relay.handler import INTERNAL_ERROR, RelayEnvelope, RelayHandler
 from ses_core.blacklist import BlacklistEntry, BlacklistReason, InMemoryBlacklist
+from ses_core.blacklist_cache import CachedBlacklist
 from ses_core.errors import BlacklistUnavailable, RateLimitTimeout
 from ses_core.smtp_client import OutboundMessage
 from ses_core.smtp_replies import Outcome, RecipientResult, ReplyClass, SendResult
@@ -131,6 +132,44 @@ async def test_rcpt_blacklist_unavailable_is_451() -> None:
             raise BlacklistUnavailable("down")
 
     handler = RelayHandler(sender=ScriptedSender(), blacklist=Down())
+    env, replies = await transaction(handler, ["a@example.org"])
+    assert replies == ["451 4.3.0 Blacklist temporarily unavailable, try again later"]
+    assert env.rcpt_tos == []
+
+
+async def test_cached_rcpt_answers_need_no_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With a CachedBlacklist, a repeated recipient is answered on the loop; misses use a thread."""
+    blacklist = CachedBlacklist(
+        InMemoryBlacklist([BlacklistEntry.manual("x@example.org", reason=BlacklistReason.BOUNCE)])
+    )
+    threaded: list[str] = []
+    to_thread = asyncio.to_thread
+
+    async def counting_to_thread(function: Callable[..., object], *args: object) -> object:
+        threaded.append(str(args[0]))
+        return await to_thread(function, *args)
+
+    monkeypatch.setattr(asyncio, "to_thread", counting_to_thread)
+    handler = RelayHandler(sender=ScriptedSender(), blacklist=blacklist)
+    for _ in range(2):
+        env, replies = await transaction(handler, ["a@example.org", "X@example.org"])
+        assert replies == [
+            "250 2.1.5 OK",
+            "550 5.1.1 <X@example.org>: recipient is blacklisted (bounce)",
+        ]
+        assert env.rcpt_tos == ["a@example.org"]
+    assert threaded == ["a@example.org", "X@example.org"]
+    assert blacklist.stats.hits == 2
+
+
+async def test_cached_blacklist_miss_that_fails_is_451() -> None:
+    """A cache miss whose store lookup fails still gives 451 4.3.0, never an accept."""
+
+    class Down(InMemoryBlacklist):
+        def lookup_many(self, addresses: object) -> dict[str, BlacklistEntry]:
+            raise BlacklistUnavailable("down")
+
+    handler = RelayHandler(sender=ScriptedSender(), blacklist=CachedBlacklist(Down()))
     env, replies = await transaction(handler, ["a@example.org"])
     assert replies == ["451 4.3.0 Blacklist temporarily unavailable, try again later"]
     assert env.rcpt_tos == []
