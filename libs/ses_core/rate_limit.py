@@ -6,11 +6,14 @@ live beside it (in-process) and in `redis_rate_limit` (shared by every replica).
 The in-process `LocalRateLimiter` runs GCRA (the generic cell rate algorithm, a token bucket kept
 as one timestamp, the "theoretical arrival time" or TAT):
 
-- `burst` is how many recipients beyond the steady rate may pass at once. Any half-open one-second
-  window therefore carries at most `ceil(rate) + burst` recipients of single-recipient traffic,
-  even right after an idle period; the default `burst=1` gives `rate + 1`. That one recipient of
-  slack also absorbs the scheduler's wake-up lateness, so a saturated limiter delivers its full
-  rate.
+- `burst` is how many recipients may pass at once after an idle period (default 1: one, then
+  one per interval). While traffic is continuous the bucket holds one recipient of slack beyond
+  that, which absorbs the scheduler's wake-up lateness so a saturated limiter delivers its full
+  rate. Any half-open one-second window therefore carries at most `ceil(rate) + burst` recipients
+  of single-recipient traffic (`rate + 1` by default), and the first second after idle at most
+  `ceil(rate) + burst - 1`: that spare recipient is the margin that keeps the count *measured at
+  SES* within the limit + 1 when the first message of a burst is slower on the wire than the
+  ones behind it (a fresh connection, a TLS handshake).
 - A cost above the bucket size is admitted as soon as the bucket is full and then borrows from the
   following seconds, as SES does with multi-recipient messages, instead of blocking forever.
 - Requests are served strictly in arrival order: a 50-recipient message is never overtaken (and so
@@ -140,6 +143,15 @@ def gcra_slack(cost: int, capacity: int, interval: float) -> float:
     return (capacity - min(cost, capacity)) * interval
 
 
+def idle_start_debt(cost: int, capacity: int, interval: float) -> float:
+    """The slack unit an idle limiter books on its first grant.
+
+    None when there is no slack to spend (burst 0), and none for a cost that fills the bucket on
+    its own: such a message borrows from the following seconds anyway.
+    """
+    return interval if cost < capacity and capacity > 1 else 0.0
+
+
 def timeout_error(cost: int, wait: float, max_wait: float) -> RateLimitTimeout:
     """Build the error for a request whose wait would exceed its `max_wait`."""
     message = f"sending {cost} recipient(s) would wait {wait:.3f} s, more than {max_wait:.3f} s"
@@ -251,4 +263,11 @@ class LocalRateLimiter:
         return max(0.0, tat - gcra_slack(cost, self._capacity, self._interval) - now)
 
     def _grant(self, cost: int, now: float) -> None:
-        self._tat = max(self._tat, now) + cost * self._interval
+        if self._tat <= now:
+            # Idle (no debt): start the schedule with the lateness slack already spent, so that
+            # only `burst` recipients pass at once after idle (see the module docstring).
+            self._tat = (
+                now + cost * self._interval + idle_start_debt(cost, self._capacity, self._interval)
+            )
+            return
+        self._tat += cost * self._interval

@@ -14,7 +14,9 @@ How waiting works:
   the reserved slot, so replicas are served in the order their heads reached Redis (FIFO across
   processes, no polling, and a large message cannot be starved by other replicas' small ones).
   A `max_wait` that the slot would exceed makes the script take nothing.
-- The GCRA rules (and `burst`) are those of `LocalRateLimiter`. But processes wake up for their
+- The GCRA rules (and `burst`) are those of `LocalRateLimiter`, except that after an idle period
+  the shared limiter lets `burst + 1` recipients pass at once (it does not book the slack unit on
+  its first grant; its `jitter` spacing provides the margin instead). Processes wake up for their
   slots with some jitter (scheduling, network), so slots are spread by `jitter` seconds per
   second (default 10 ms, i.e. 1% of the rate): what the processes actually send then still puts
   at most ceil(rate) + burst recipients in any one-second window (see `slot_interval`).
