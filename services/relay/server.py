@@ -201,7 +201,11 @@ class RelaySMTP(SMTP):
 
     def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
         # aiosmtpd parses every MAIL/RCPT path with the (slow) email header parser; paths repeat
-        # a lot (same senders, hot recipients, and our RCPT pre-check below), so memoise.
+        # a lot (same senders, hot recipients, and our RCPT pre-check below), so memoise. Only
+        # ordinary-length paths are cached: a client sending huge unique paths must not be able
+        # to pin memory (65,536 one-kilobyte paths would hold ~130 MB).
+        if len(arg) > _CACHED_PATH_LENGTH:
+            return _parse_path.__wrapped__(arg)
         return _parse_path(arg)
 
     @syntax("RCPT TO: <address>", extended=" [SP <mail-parameters>]")
@@ -307,7 +311,11 @@ class RelaySMTP(SMTP):
         return AuthResult(success=False, handled=False)
 
 
-@functools.lru_cache(maxsize=65536)
+#: Longest MAIL/RCPT argument memoised by `RelaySMTP._getaddr` (RFC 5321 paths are <= 256).
+_CACHED_PATH_LENGTH = 300
+
+
+@functools.lru_cache(maxsize=16384)
 def _parse_path(arg: str) -> tuple[str | None, str | None]:
     """aiosmtpd's own path parser (pure for `local_part_limit == 0`), cached."""
     try:
