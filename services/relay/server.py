@@ -69,6 +69,7 @@ class RelaySMTP(SMTP):
         self.relay = relay
         self._denied = False
         self._in_data = False
+        self._relaying = False
         for name, method in list(self._smtp_methods.items()):
             self._smtp_methods[name] = self._guard(name, method)
 
@@ -123,6 +124,26 @@ class RelaySMTP(SMTP):
     def in_transaction(self) -> bool:
         """Whether a mail transaction is under way (MAIL accepted, or DATA being relayed)."""
         return self._in_data or bool(self.envelope is not None and self.envelope.mail_from)
+
+    async def _call_handler_hook(self, command: str, *args: Any) -> Any:
+        if command != "DATA":
+            return await super()._call_handler_hook(command, *args)
+        # aiosmtpd's idle timer keeps running while the handler relays the message upstream,
+        # which may take up to RELAY_MAX_WAIT. The client is waiting for *us* then: cutting it off
+        # would make it retry a message SES may already have (a duplicate). Pause the timer.
+        self._relaying = True
+        try:
+            return await super()._call_handler_hook(command, *args)
+        finally:
+            self._relaying = False
+            if self.transport is not None and not self.transport.is_closing():
+                self._reset_timeout()
+
+    def _timeout_cb(self) -> None:
+        if self._relaying:
+            self._reset_timeout()
+            return
+        super()._timeout_cb()
 
     # --- draining ------------------------------------------------------------------------------
 
@@ -423,12 +444,14 @@ class RelayServer:
             host=self.config.listen_host,
             port=self.config.listen_port,
             ssl=ssl_context,
+            # asyncio's default backlog (100) makes connection bursts wait for SYN retries.
+            backlog=1024,
         )
         self._bound_port = int(self._server.sockets[0].getsockname()[1])
         if self.config.metrics_port is not None:
             self._http = OpsHttpServer(
                 self.metrics.registry,
-                self.components.ready_checks,
+                {"accepting": self._check_accepting, **self.components.ready_checks},
                 host=self.config.metrics_host,
                 port=self.config.metrics_port,
             )
@@ -448,6 +471,11 @@ class RelayServer:
             else ("optional" if self.credentials.enabled else "off"),
             "local mode" if self.config.local_mode else f"upstream {self.config.upstream_host}",
         )
+
+    async def _check_accepting(self) -> None:
+        """Readiness: not ready once draining, so load balancers stop sending new clients."""
+        if self.draining:
+            raise ConnectionRefusedError("shutting down")
 
     async def shutdown(self) -> None:
         """Stop accepting, drain in-flight transactions within the grace period, close all."""

@@ -13,6 +13,7 @@ from pathlib import Path
 import aiosmtplib
 import pytest
 
+from relay.outbox import OutboxSender
 from relay.server import RelayServer
 from relay.wiring import Components
 from ses_core.rate_limit import LocalRateLimiter
@@ -327,3 +328,53 @@ async def test_smtputf8_and_8bitmime_pass_through(
     assert received.recipients == ("jörg@example.org",)
     assert "SMTPUTF8" in received.mail_options and "BODY=8BITMIME" in received.mail_options
     assert "grüße".encode() in received.data
+
+
+async def test_slow_upstream_does_not_time_the_client_out(
+    upstream: SmtpUpstream, certs: TestCertificates
+) -> None:
+    """The client's idle timer is paused while the relay waits for SES, so no cut-off (and no
+    duplicate on the client's retry) happens even when relaying outlasts the session timeout."""
+    upstream.faults.set(Fault.stall(Stage.END_OF_DATA, 2.5), times=1)
+    sender = await ses_client(upstream, certs)
+    async with running_relay(base_config(session_timeout=1.0), Components(sender=sender)) as relay:
+        code, _ = await send(relay, recipients=["a@example.org"])
+    assert code == 250
+    assert [m.message_id for m in upstream.messages] == ["<1@example.com>"]
+
+
+async def test_idle_client_is_still_timed_out(tmp_path: Path) -> None:
+    """Outside a relayed DATA the session timeout still closes idle clients."""
+    import asyncio
+
+    async with running_relay(
+        base_config(session_timeout=1.0), Components(sender=OutboxSender(tmp_path))
+    ) as relay:
+        reader, writer = await asyncio.open_connection("127.0.0.1", relay.port)
+        greeting = await reader.readline()
+        closed = await asyncio.wait_for(reader.read(), 5)
+        writer.close()
+    assert greeting.startswith(b"220") and closed == b""
+
+
+async def test_readyz_is_503_while_draining(
+    upstream: SmtpUpstream, certs: TestCertificates
+) -> None:
+    """Once shutdown starts, /readyz says not ready so load balancers stop sending clients."""
+    import asyncio
+
+    upstream.faults.set(Fault.stall(Stage.END_OF_DATA, 1.5), times=1)
+    sender = await ses_client(upstream, certs)
+    config = base_config(metrics_port=0, grace_period=5.0)
+    async with running_relay(config, Components(sender=sender)) as relay:
+        before = await http_get(relay.metrics_port, "/readyz")
+        in_flight = asyncio.create_task(send(relay, recipients=["a@example.org"]))
+        await asyncio.sleep(0.5)  # the message is now waiting at the upstream
+        shutdown = asyncio.create_task(relay.shutdown())
+        await asyncio.sleep(0.1)
+        during = await http_get(relay.metrics_port, "/readyz")
+        code, _ = await in_flight
+        await shutdown
+    assert before.startswith("HTTP/1.1 200")
+    assert during.startswith("HTTP/1.1 503") and "accepting" in during
+    assert code == 250
