@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterable
 
 import pytest
 from aiosmtpd.smtp import Session
@@ -137,19 +138,20 @@ async def test_rcpt_blacklist_unavailable_is_451() -> None:
     assert env.rcpt_tos == []
 
 
-async def test_cached_rcpt_answers_need_no_thread(monkeypatch: pytest.MonkeyPatch) -> None:
-    """With a CachedBlacklist, a repeated recipient is answered on the loop; misses use a thread."""
+async def test_cached_rcpt_answers_need_no_thread() -> None:
+    """With a CachedBlacklist, a repeated recipient is answered on the loop; misses go to the
+    dedicated lookup threads."""
+    threaded: list[tuple[str, str]] = []
+
+    class Recording(InMemoryBlacklist):
+        def lookup_many(self, addresses: Iterable[str]) -> dict[str, BlacklistEntry]:
+            wanted = list(addresses)
+            threaded.extend((address, threading.current_thread().name) for address in wanted)
+            return super().lookup_many(wanted)
+
     blacklist = CachedBlacklist(
-        InMemoryBlacklist([BlacklistEntry.manual("x@example.org", reason=BlacklistReason.BOUNCE)])
+        Recording([BlacklistEntry.manual("x@example.org", reason=BlacklistReason.BOUNCE)])
     )
-    threaded: list[str] = []
-    to_thread = asyncio.to_thread
-
-    async def counting_to_thread(function: Callable[..., object], *args: object) -> object:
-        threaded.append(str(args[0]))
-        return await to_thread(function, *args)
-
-    monkeypatch.setattr(asyncio, "to_thread", counting_to_thread)
     handler = RelayHandler(sender=ScriptedSender(), blacklist=blacklist)
     for _ in range(2):
         env, replies = await transaction(handler, ["a@example.org", "X@example.org"])
@@ -158,7 +160,8 @@ async def test_cached_rcpt_answers_need_no_thread(monkeypatch: pytest.MonkeyPatc
             "550 5.1.1 <X@example.org>: recipient is blacklisted (bounce)",
         ]
         assert env.rcpt_tos == ["a@example.org"]
-    assert threaded == ["a@example.org", "X@example.org"]
+    assert [address for address, _ in threaded] == ["a@example.org", "X@example.org"]
+    assert all(name.startswith("blacklist-lookup") for _, name in threaded)
     assert blacklist.stats.hits == 2
 
 
