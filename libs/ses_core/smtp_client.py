@@ -555,6 +555,9 @@ def _result(recipient: str, reply: Reply) -> RecipientResult:
 
 
 def _log_failures(sender: str, results: tuple[RecipientResult, ...]) -> None:
+    # Of the sender only its domain is logged (as the relay's transaction log does): the refused
+    # or deferred recipient is what an operator needs, the sender's mailbox is just personal data.
+    sender = "*@" + sender.rpartition("@")[2] if "@" in sender else "<>"
     for result in results:
         if result.outcome is Outcome.ACCEPTED:
             continue

@@ -442,6 +442,22 @@ async def test_permanent_replies_refuse_with_the_upstream_code_and_text(
     assert client.stats.idle == 1  # the session stays usable after RSET
 
 
+async def test_failure_logs_name_the_sender_domain_only(
+    client: SesSmtpClient,
+    upstream: SmtpUpstream,
+    fake_time: FakeTime,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A refused recipient is logged with SES's reply and the sender's domain, not its mailbox."""
+    upstream.faults.set(Fault.reply(Stage.RCPT, *SES_INVALID_ADDRESS))
+    with caplog.at_level(logging.INFO):
+        await client.send(message())
+    # The upstream stand-in (aiosmtpd's mail.log) logs the envelope itself: read only ours.
+    ours = "\n".join(r.getMessage() for r in caplog.records if r.name == "ses_core.smtp_client")
+    assert "to@example.com" in ours and "*@example.com" in ours
+    assert "sender@example.com" not in ours
+
+
 async def test_refusals_are_per_recipient(
     client: SesSmtpClient, upstream: SmtpUpstream, fake_time: FakeTime
 ) -> None:
