@@ -318,7 +318,14 @@ class SesSmtpClient:
         await self._pool.aclose()
 
     async def check(self) -> None:
-        """NOOP on a pooled session (opening one if needed); raise `UpstreamUnavailable` if bad."""
+        """NOOP on a pooled session (opening one if needed); raise `UpstreamUnavailable` if bad.
+
+        While the pool is backing off after a failed open, the check fails at once with that
+        failure rather than waiting for the next try."""
+        pending = self._pool.pending_failure()
+        if pending is not None:
+            message = f"SES SMTP endpoint unavailable: {pending.code} {pending.text}"
+            raise UpstreamUnavailable(message) from pending
         for _ in range(2):
             try:
                 connection = await self._pool.acquire(self._settings.timeout)

@@ -415,6 +415,26 @@ async def test_wrong_password_makes_check_raise_and_is_never_logged(
     assert secret not in caplog.text
 
 
+async def test_check_fails_at_once_while_the_pool_backs_off_after_a_failed_login(
+    client: SesSmtpClient, upstream: SmtpUpstream, fake_time: FakeTime
+) -> None:
+    """A readiness probe must answer within its own timeout: after a rejected login the next
+    check reports that failure without sleeping out the reconnect backoff or logging in again;
+    once the backoff has passed, a check tries again and sees the upstream healthy."""
+    upstream.faults.set(Fault.reply(Stage.AUTH, *SES_BAD_CREDENTIALS))
+    with pytest.raises(UpstreamUnavailable):
+        await client.check()
+    attempts, sleeps = upstream.auth_attempts, list(fake_time.sleeps)
+    with pytest.raises(UpstreamUnavailable, match="535"):
+        await client.check()
+    assert upstream.auth_attempts == attempts
+    assert fake_time.sleeps == sleeps
+    upstream.faults.clear()
+    fake_time.now += 60.0
+    await client.check()
+    assert upstream.auth_attempts == attempts + 1
+
+
 @pytest.mark.parametrize(
     ("stage", "reply"),
     [

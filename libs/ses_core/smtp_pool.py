@@ -215,6 +215,14 @@ class ConnectionPool:
             ambiguous=ambiguous,
         )
 
+    def pending_failure(self) -> ConnectFailure | None:
+        """The last failure to open a session while the pool waits out its backoff with no idle
+        session to lend: a health check reports it at once instead of sleeping until the next
+        try (a probe that outlasts its own timeout says nothing about why)."""
+        if self._idle or self._last_failure is None or self._next_open_at <= self._clock():
+            return None
+        return self._last_failure
+
     async def acquire(self, budget: float | None) -> PooledConnection:
         """Lend a session, opening one if none is idle; wait at most `budget` seconds for a slot.
 
