@@ -4,6 +4,7 @@ transient causes, duplicates only in the ambiguous case, relay up, readiness tru
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
@@ -30,8 +31,15 @@ def _describe(outcome: Outcome) -> str:
     )
 
 
+#: Seconds a row may take beyond its load's time budget (start-up, recovery waits, clean-up)
+#: before it fails as hung: a stuck row then fails with the await it was stuck in, and the rows
+#: after it still run, instead of the whole file reaching Pants' timeout without a word.
+ROW_OVERHEAD = 120.0
+
+
 async def _check_row(scenario: Scenario, profile: Profile, tmp_path: Path) -> None:
-    outcome = await run_scenario(scenario, profile, tmp_path)
+    async with asyncio.timeout(profile.time_budget + ROW_OVERHEAD):
+        outcome = await run_scenario(scenario, profile, tmp_path)
     print(_describe(outcome))
     assert outcome.result.sent == profile.fault_messages
     assert outcome.tally.lost == 0, _describe(outcome)
