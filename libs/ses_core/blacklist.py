@@ -36,7 +36,7 @@ import logging
 import threading
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import attrs
 
@@ -355,6 +355,20 @@ def check_threshold(threshold: int) -> None:
     if isinstance(threshold, bool) or not isinstance(threshold, int) or threshold < 1:
         message = f"threshold must be an integer of at least 1, got {threshold!r}"
         raise ValueError(message)
+
+
+@runtime_checkable
+class InstantLookup(Protocol):
+    """A store that can answer a lookup at once, on an event loop, when that costs no waiting.
+
+    An asyncio caller tries `lookup_now` first and, on `LookupWouldBlock`, sends the lookup to a
+    thread: for a local SQLite file that saves a thread hop per recipient (about a tenth of a
+    millisecond, a large share of one RCPT), while a store behind a network never claims this.
+    """
+
+    def lookup_now(self, addresses: Iterable[str]) -> dict[str, BlacklistEntry]:
+        """As `Blacklist.lookup_many`, or raise `LookupWouldBlock` when answering would wait."""
+        ...
 
 
 class Blacklist(Protocol):

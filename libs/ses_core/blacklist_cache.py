@@ -10,6 +10,8 @@ store only for the misses, in one call. Errors of the inner store propagate and 
 
 `peek` answers from the cache alone, never calling the store, so an asyncio caller can use it on
 the event loop and send only the misses to a thread (`lookup_many` may block on the store).
+`lookup_now` (`InstantLookup`) does the same and also asks a store that can answer at once
+(SQLite) for the misses, raising `LookupWouldBlock` when the store would have to wait.
 
 Writes through this object (`record`, `record_occurrence`, `put`, `remove`) go to the inner
 store and invalidate the key, and a lookup that raced with such a write does not store its
@@ -32,9 +34,11 @@ from ses_core.blacklist import (
     BlacklistEntry,
     BlacklistEvent,
     BlacklistPage,
+    InstantLookup,
     OccurrenceResult,
     normalize_all,
 )
+from ses_core.errors import LookupWouldBlock
 
 
 @attrs.frozen
@@ -107,6 +111,25 @@ class CachedBlacklist:
             )
 
     def lookup_many(self, addresses: Iterable[str]) -> dict[str, BlacklistEntry]:
+        return self._read_through(addresses, self.inner.lookup_many)
+
+    def lookup_now(self, addresses: Iterable[str]) -> dict[str, BlacklistEntry]:
+        """Answer from the cache, and the misses from the store when it can answer at once
+        (`InstantLookup`); otherwise raise `LookupWouldBlock` after counting nothing, so the
+        caller's blocking `lookup_many` from a thread counts the lookup once."""
+        inner = self.inner
+        if isinstance(inner, InstantLookup):
+            return self._read_through(addresses, inner.lookup_now)
+        found, misses = self.peek(addresses)
+        if misses:
+            raise LookupWouldBlock("cache miss; the store needs a blocking call")
+        return found
+
+    def _read_through(
+        self,
+        addresses: Iterable[str],
+        fetch: Callable[[Iterable[str]], dict[str, BlacklistEntry]],
+    ) -> dict[str, BlacklistEntry]:
         keys = normalize_all(addresses)
         found: dict[str, BlacklistEntry] = {}
         missing: list[str] = []
@@ -128,7 +151,7 @@ class CachedBlacklist:
         if not missing:
             return found
         # Pass every text given (not only the key): an adapter may also look up legacy forms.
-        answers = self.inner.lookup_many(text for key in missing for text in keys[key])
+        answers = fetch([text for key in missing for text in keys[key]])
         with self._lock:
             store = generation == self._generation
             now = self._clock()

@@ -14,10 +14,11 @@ from ses_core.blacklist import (
     BlacklistPage,
     BlacklistReason,
     InMemoryBlacklist,
+    InstantLookup,
     OccurrenceResult,
 )
 from ses_core.blacklist_cache import CachedBlacklist, CacheStats
-from ses_core.errors import BlacklistUnavailable, InvalidAddress
+from ses_core.errors import BlacklistUnavailable, InvalidAddress, LookupWouldBlock
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -299,3 +300,42 @@ def test_failed_record_occurrence_still_invalidates(
     with pytest.raises(BlacklistUnavailable):
         cache.record_occurrence(event(), threshold=2)
     assert cache.stats.size == 0
+
+
+class InstantRecording(Recording):
+    """A store that can answer at once (`InstantLookup`), recording those calls apart."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.asked_now: list[list[str]] = []
+
+    def lookup_now(self, addresses: Iterable[str]) -> dict[str, BlacklistEntry]:
+        texts = list(addresses)
+        self.asked_now.append(texts)
+        return InMemoryBlacklist.lookup_many(self, texts)
+
+
+def test_lookup_now_over_a_blocking_store_answers_hits_and_refuses_misses(
+    cache: CachedBlacklist, inner: Recording
+) -> None:
+    """Over a store with no instant path, hits are answered and a miss raises LookupWouldBlock
+    without asking the store or counting a miss (the blocking retry counts it once)."""
+    cache.lookup_many(["bob@example.com"])
+    assert list(cache.lookup_now(["Bob@Example.com"])) == ["bob@example.com"]
+    with pytest.raises(LookupWouldBlock):
+        cache.lookup_now(["carl@example.com"])
+    assert len(inner.asked) == 1
+    assert cache.stats == CacheStats(hits=1, misses=1, evictions=0, size=1)
+
+
+def test_lookup_now_over_an_instant_store_reads_through(clock: FakeClock) -> None:
+    """Over an `InstantLookup` store the misses are fetched at once and cached like lookup_many."""
+    inner = InstantRecording()
+    inner.record(event())
+    cache = CachedBlacklist(inner, negative_ttl=10, clock=clock)
+    assert isinstance(cache, InstantLookup)
+    assert list(cache.lookup_now(["bob@example.com", "ann@example.com"])) == ["bob@example.com"]
+    assert cache.lookup_now(["ann@example.com"]) == {}
+    assert inner.asked_now == [["bob@example.com", "ann@example.com"]]
+    assert inner.asked == []
+    assert cache.stats == CacheStats(hits=1, misses=2, evictions=0, size=2)

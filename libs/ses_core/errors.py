@@ -38,6 +38,11 @@ class BlacklistUnavailable(SesCoreError, ConnectionError):
     retryable = True
 
 
+class LookupWouldBlock(SesCoreError):
+    """A lookup asked to answer at once (`InstantLookup.lookup_now`) would have to wait for I/O
+    or a lock: ask again the blocking way, from a thread. Not a failure of the store."""
+
+
 class RateLimitTimeout(SesCoreError, TimeoutError):
     """Waiting for send-rate capacity would exceed the caller's deadline."""
 

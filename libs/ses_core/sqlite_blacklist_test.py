@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from ses_core.blacklist import BlacklistEvent, BlacklistReason
-from ses_core.errors import BlacklistUnavailable
+from ses_core.blacklist import BlacklistEvent, BlacklistReason, InstantLookup
+from ses_core.errors import BlacklistUnavailable, LookupWouldBlock
 from ses_core.sqlite_blacklist import SCHEMA_VERSION, SqliteBlacklist
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -145,6 +145,63 @@ def test_reads_continue_while_another_process_holds_the_write_lock(tmp_path: Pat
             other.execute("ROLLBACK")
             other.close()
         assert store.record(event("ann@example.com")).count == 1
+
+
+def test_lookup_now_answers_like_lookup_many_on_its_own_connection(tmp_path: Path) -> None:
+    """The instant read sees the same entries, also while another process holds the write lock
+    (WAL readers are not locked out), and is an `InstantLookup`."""
+    path = tmp_path / "bl.db"
+    with SqliteBlacklist(path, busy_timeout=0.05) as store:
+        assert isinstance(store, InstantLookup)
+        store.record(event())
+        addresses = ["Bob@Example.com", "ann@example.com"]
+        assert store.lookup_now(addresses) == store.lookup_many(addresses)
+        assert store.lookup_now([]) == {}
+        other = sqlite3.connect(path, isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")
+        try:
+            assert list(store.lookup_now(addresses)) == ["bob@example.com"]
+        finally:
+            other.execute("ROLLBACK")
+            other.close()
+
+
+def _real_busy_error(tmp_path: Path) -> sqlite3.OperationalError:
+    """The error SQLite itself raises for a locked database (rollback journal, exclusive lock,
+    busy timeout 0): what the instant connection sees when a reader would have to wait."""
+    path = tmp_path / "journal.db"
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("CREATE TABLE t (x)")
+    holder.execute("BEGIN EXCLUSIVE")
+    reader = sqlite3.connect(path, timeout=0)
+    try:
+        reader.execute("SELECT * FROM t").fetchall()
+    except sqlite3.OperationalError as exc:
+        return exc
+    finally:
+        reader.close()
+        holder.execute("ROLLBACK")
+        holder.close()
+    raise AssertionError("the exclusive lock did not block the reader")
+
+
+def test_lookup_now_would_block_on_a_locked_database_and_fails_on_other_errors(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SQLITE_BUSY becomes LookupWouldBlock (ask again from a thread); any other SQLite error
+    is BlacklistUnavailable, never "not blacklisted"."""
+    busy = _real_busy_error(tmp_path)
+    with SqliteBlacklist(tmp_path / "bl.db") as store:
+
+        def locked(connection: sqlite3.Connection, keys: list[str]) -> None:
+            raise busy
+
+        monkeypatch.setattr(SqliteBlacklist, "_select_many", staticmethod(locked))
+        with pytest.raises(LookupWouldBlock):
+            store.lookup_now(["bob@example.com"])
+        store.close()
+        with pytest.raises(BlacklistUnavailable):
+            store.lookup_now(["bob@example.com"])
 
 
 def test_missing_directory_is_unavailable(tmp_path: Path) -> None:

@@ -34,13 +34,14 @@ What the client is told, and why:
   `500 Error: (...)` (permanent, leaking internals) is never sent.
 
 One JSON log line is written per DATA transaction (id, peer, sender domain, recipient count,
-refused recipients with reasons, outcome, reply and upstream codes, limiter wait, latency); no
-message body, no secret, and of the sender only its domain.
+refused recipients with reasons, outcome, reply and upstream codes, limiter wait, latency), just
+after the reply is sent; no message body, no secret, and of the sender only its domain.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import logging
 import os
@@ -54,12 +55,12 @@ from aiosmtpd.smtp import Envelope, Session
 from relay.access import AccessPolicy
 from relay.metrics import RelayMetrics
 from ses_core.addresses import EmailAddress
-from ses_core.blacklist import Blacklist, BlacklistEntry
-from ses_core.blacklist_cache import CachedBlacklist
+from ses_core.blacklist import Blacklist, BlacklistEntry, InstantLookup
 from ses_core.errors import (
     BlacklistUnavailable,
     DailyQuotaExhausted,
     InvalidAddress,
+    LookupWouldBlock,
     RateLimiterUnavailable,
     RateLimitTimeout,
 )
@@ -351,7 +352,13 @@ class RelayHandler:
                 "size": record.size,
                 "latency": round(latency, 4),
             }
-            transaction_log.info("%s %s", record.id, outcome, extra={"fields": fields})
+            # Formatted and written right after the reply is sent (the next loop iteration), not
+            # before: the client gets its answer ~60 us sooner, which is a twentieth of a whole
+            # message on one busy connection.
+            line = functools.partial(
+                transaction_log.info, "%s %s", record.id, outcome, extra={"fields": fields}
+            )
+            asyncio.get_running_loop().call_soon(line)
         return reply
 
     # --- errors --------------------------------------------------------------------------------
@@ -403,14 +410,17 @@ class _Record:
 
 
 async def _blacklisted(blacklist: Blacklist, address: str) -> BlacklistEntry | None:
-    """The blacklist entry for `address`: a cached answer on the loop, else the store in a
-    thread (the store may block on I/O; a cache hit costs no thread hop)."""
-    if isinstance(blacklist, CachedBlacklist):
-        found, misses = blacklist.peek([address])
-        if not misses:
+    """The blacklist entry for `address`: answered on the loop when that costs no waiting (a
+    cached answer, or a SQLite read: `InstantLookup`), else by the store in a thread (DynamoDB
+    blocks on the network). The address is passed as written, not only its key: the DynamoDB
+    adapter also matches the original service's case-sensitive legacy items with it."""
+    if isinstance(blacklist, InstantLookup):
+        try:
+            found = blacklist.lookup_now([address])
+        except LookupWouldBlock:
+            pass
+        else:
             return next(iter(found.values()), None)
-    # The address as written, not only its key: the DynamoDB adapter also matches the original
-    # service's case-sensitive legacy items with it.
     loop = asyncio.get_running_loop()
     return await loop.run_in_executor(_LOOKUP_THREADS, blacklist.get, address)
 

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import threading
 from collections.abc import Callable, Iterable
+from pathlib import Path
 
 import pytest
 from aiosmtpd.smtp import Session
@@ -14,9 +15,10 @@ from relay.access import AccessPolicy
 from relay.handler import INTERNAL_ERROR, RelayEnvelope, RelayHandler
 from ses_core.blacklist import BlacklistEntry, BlacklistReason, InMemoryBlacklist
 from ses_core.blacklist_cache import CachedBlacklist
-from ses_core.errors import BlacklistUnavailable, RateLimitTimeout
+from ses_core.errors import BlacklistUnavailable, LookupWouldBlock, RateLimitTimeout
 from ses_core.smtp_client import OutboundMessage
 from ses_core.smtp_replies import Outcome, RecipientResult, ReplyClass, SendResult
+from ses_core.sqlite_blacklist import SqliteBlacklist
 
 Script = Callable[[OutboundMessage], SendResult]
 
@@ -163,6 +165,38 @@ async def test_cached_rcpt_answers_need_no_thread() -> None:
     assert [address for address, _ in threaded] == ["a@example.org", "X@example.org"]
     assert all(name.startswith("blacklist-lookup") for _, name in threaded)
     assert blacklist.stats.hits == 2
+
+
+async def test_sqlite_blacklist_is_read_on_the_loop_unless_it_would_block(tmp_path: Path) -> None:
+    """A SQLite store (`InstantLookup`) is read on the event loop, with no thread hop; when the
+    instant read would wait for a lock, the lookup goes to the lookup threads instead."""
+    store = SqliteBlacklist(tmp_path / "bl.db")
+    store.put(BlacklistEntry.manual("x@example.org", reason=BlacklistReason.COMPLAINT))
+    threads: list[str] = []
+    blocked = [False]
+
+    class Watched(SqliteBlacklist):
+        def lookup_now(self, addresses: Iterable[str]) -> dict[str, BlacklistEntry]:
+            if blocked[0]:
+                raise LookupWouldBlock("locked")
+            return super().lookup_now(addresses)
+
+        def get(self, address: str) -> BlacklistEntry | None:
+            threads.append(threading.current_thread().name)
+            return super().get(address)
+
+    blacklist = Watched(tmp_path / "bl.db")
+    handler = RelayHandler(sender=ScriptedSender(), blacklist=blacklist)
+    refused = "550 5.1.1 <x@example.org>: recipient is blacklisted (complaint)"
+    _, replies = await transaction(handler, ["a@example.org", "x@example.org"])
+    assert replies == ["250 2.1.5 OK", refused]
+    assert threads == []
+    blocked[0] = True
+    _, replies = await transaction(handler, ["b@example.org", "x@example.org"])
+    assert replies == ["250 2.1.5 OK", refused]
+    assert len(threads) == 2 and all(name.startswith("blacklist-lookup") for name in threads)
+    blacklist.close()
+    store.close()
 
 
 async def test_cached_blacklist_miss_that_fails_is_451() -> None:
@@ -316,6 +350,9 @@ async def test_transaction_log_line(caplog: pytest.LogCaptureFixture) -> None:
     handler = RelayHandler(sender=ScriptedSender(ACCEPT))
     with caplog.at_level(logging.INFO, logger="relay.transactions"):
         await data(handler, ["a@example.org"])
+        # Written after the reply, on the loop's next iteration.
+        assert not [r for r in caplog.records if r.name == "relay.transactions"]
+        await asyncio.sleep(0)
     [record] = [r for r in caplog.records if r.name == "relay.transactions"]
     fields = record.fields  # type: ignore[attr-defined]
     assert set(fields) >= {

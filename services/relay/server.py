@@ -227,6 +227,12 @@ class RelaySMTP(SMTP):
         # to pin memory (65,536 one-kilobyte paths would hold ~130 MB).
         if len(arg) > _CACHED_PATH_LENGTH:
             return _parse_path.__wrapped__(arg)
+        simple = _SIMPLE_PATH.fullmatch(arg)
+        if simple is not None:
+            # The common `<local@domain>` form, parsed exactly as the header parser would (a
+            # property test holds the two to the same answer): ~1 us instead of ~45 us for a
+            # recipient not seen before, which newsletters send nothing but.
+            return simple.group(1), simple.group(2) or ""
         return _parse_path(arg)
 
     @syntax("RCPT TO: <address>", extended=" [SP <mail-parameters>]")
@@ -334,6 +340,14 @@ class RelaySMTP(SMTP):
 
 #: Longest MAIL/RCPT argument memoised by `RelaySMTP._getaddr` (RFC 5321 paths are <= 256).
 _CACHED_PATH_LENGTH = 300
+#: `<dot-atom@dot-atom>` with optional parameters after white space: what nearly every client
+#: sends. Anything else (quoted local parts, comments, domain literals, UTF-8, no brackets) goes
+#: to aiosmtpd's parser.
+_ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_SIMPLE_PATH = re.compile(
+    rf"<({_ATEXT}(?:\.{_ATEXT})*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*)>(?:[ \t]+(?![ \t(])(.*))?",
+    re.ASCII | re.DOTALL,
+)
 
 
 @functools.lru_cache(maxsize=16384)
