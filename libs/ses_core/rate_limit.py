@@ -159,9 +159,52 @@ def timeout_error(cost: int, wait: float, max_wait: float) -> RateLimitTimeout:
 
 
 @attrs.define(eq=False)
-class _Waiter:
+class Waiter:
+    """One queued request: its cost, the event that says it is at the head of the queue, and
+    (Redis limiter) whether its tokens are already reserved in Redis."""
+
     cost: int
     turn: asyncio.Event = attrs.field(factory=asyncio.Event)
+    reserved: bool = False
+
+
+class WaiterQueue:
+    """Requests in arrival order and the cost they hold, shared by both limiters: only the head
+    may take tokens, and a waiter that leaves (granted, timed out or cancelled) wakes the next
+    one at once, so a cancelled request takes nothing and delays no one."""
+
+    def __init__(self) -> None:
+        self._waiters: collections.deque[Waiter] = collections.deque()
+        #: Recipients queued in total.
+        self.cost = 0
+
+    def __len__(self) -> int:
+        return len(self._waiters)
+
+    @property
+    def head(self) -> Waiter:
+        """The waiter whose turn it is (the queue must not be empty)."""
+        return self._waiters[0]
+
+    def join(self, cost: int) -> Waiter:
+        """Queue a request of `cost`; it is woken at once if it is the only one."""
+        waiter = Waiter(cost)
+        self._waiters.append(waiter)
+        self.cost += cost
+        if len(self._waiters) == 1:
+            waiter.turn.set()
+        return waiter
+
+    def leave(self, waiter: Waiter) -> None:
+        """Remove `waiter` (again: a no-op) and wake the new head if it was the head."""
+        was_head = bool(self._waiters) and self._waiters[0] is waiter
+        try:
+            self._waiters.remove(waiter)
+        except ValueError:
+            return
+        self.cost -= waiter.cost
+        if was_head and self._waiters:
+            self._waiters[0].turn.set()
 
 
 class LocalRateLimiter:
@@ -181,8 +224,7 @@ class LocalRateLimiter:
         self._clock = clock
         self._sleep = sleep
         self._tat = -math.inf
-        self._queue: collections.deque[_Waiter] = collections.deque()
-        self._queued_cost = 0
+        self._queue = WaiterQueue()
 
     @property
     def rate(self) -> float:
@@ -210,32 +252,28 @@ class LocalRateLimiter:
 
     def projected_wait(self, cost: int) -> float:
         """Seconds a request of `cost` arriving now would wait behind the current queue."""
-        return self._delay(check_cost(cost), self._clock(), ahead=self._queued_cost)
+        return self._delay(check_cost(cost), self._clock(), ahead=self._queue.cost)
 
     async def acquire(self, cost: int, *, max_wait: float | None = None) -> float:
         """Wait for `cost` recipients of capacity, in arrival order; return the seconds waited."""
         check_cost(cost)
         check_max_wait(max_wait)
         start = self._clock()
-        wait = self._delay(cost, start, ahead=self._queued_cost)
+        wait = self._delay(cost, start, ahead=self._queue.cost)
         if max_wait is not None and wait > max_wait + WAIT_EPSILON:
             raise timeout_error(cost, wait, max_wait)
         if not self._queue and wait <= WAIT_EPSILON:
             self._grant(cost, start)
             return 0.0
-        waiter = _Waiter(cost)
-        self._queue.append(waiter)
-        self._queued_cost += cost
-        if len(self._queue) == 1:
-            waiter.turn.set()
+        waiter = self._queue.join(cost)
         try:
             return await self._wait_turn(waiter, start, max_wait)
         finally:
             # Runs on grant, timeout and cancellation alike: the waiter leaves the queue having
             # taken nothing unless `_grant` ran, and the next one is woken at once.
-            self._leave(waiter)
+            self._queue.leave(waiter)
 
-    async def _wait_turn(self, waiter: _Waiter, start: float, max_wait: float | None) -> float:
+    async def _wait_turn(self, waiter: Waiter, start: float, max_wait: float | None) -> float:
         await waiter.turn.wait()
         while True:
             now = self._clock()
@@ -247,16 +285,6 @@ class LocalRateLimiter:
                 # The rate dropped while we queued: fail now rather than overstay the deadline.
                 raise timeout_error(waiter.cost, now - start + delay, max_wait)
             await self._sleep(delay)
-
-    def _leave(self, waiter: _Waiter) -> None:
-        was_head = bool(self._queue) and self._queue[0] is waiter
-        try:
-            self._queue.remove(waiter)
-        except ValueError:
-            return
-        self._queued_cost -= waiter.cost
-        if was_head and self._queue:
-            self._queue[0].turn.set()
 
     def _delay(self, cost: int, now: float, *, ahead: int) -> float:
         tat = max(self._tat, now) + ahead * self._interval

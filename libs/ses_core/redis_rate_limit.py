@@ -36,7 +36,6 @@ local limiter finish there.
 from __future__ import annotations
 
 import asyncio
-import collections
 import logging
 import math
 import time
@@ -52,6 +51,7 @@ from ses_core.rate_limit import (
     Clock,
     LocalRateLimiter,
     Sleep,
+    WaiterQueue,
     check_burst,
     check_cost,
     check_max_wait,
@@ -155,13 +155,6 @@ class DegradeToLocal:
 UnavailablePolicy = FailClosed | DegradeToLocal
 
 
-@attrs.define(eq=False)
-class _Waiter:
-    cost: int
-    turn: asyncio.Event = attrs.field(factory=asyncio.Event)
-    reserved: bool = False
-
-
 @attrs.frozen
 class _Reply:
     taken: bool
@@ -196,8 +189,7 @@ class RedisRateLimiter:
         self._clock = clock
         self._sleep = sleep
         self._script: AsyncScript = redis.register_script(GCRA_SCRIPT)
-        self._queue: collections.deque[_Waiter] = collections.deque()
-        self._queued_cost = 0
+        self._queue = WaiterQueue()
         self._down_until = -float("inf")
         self._local: LocalRateLimiter | None = None
         if isinstance(on_unavailable, DegradeToLocal):
@@ -287,20 +279,16 @@ class RedisRateLimiter:
                 return await self._local_acquire(cost, max_wait, start)
             if reply.wait > max_wait + WAIT_EPSILON:
                 raise timeout_error(cost, reply.wait, max_wait)
-        waiter = _Waiter(cost)
-        self._queue.append(waiter)
-        self._queued_cost += cost
-        if len(self._queue) == 1:
-            waiter.turn.set()
+        waiter = self._queue.join(cost)
         try:
             await waiter.turn.wait()
             if self._degraded:
-                self._leave(waiter)
+                self._queue.leave(waiter)
                 return await self._local_acquire(cost, max_wait, start)
             remaining = None if max_wait is None else max(0.0, start + max_wait - self._clock())
             reply = await self._call(cost, "reserve", max_wait=remaining)
             if reply is None:
-                self._leave(waiter)
+                self._queue.leave(waiter)
                 return await self._local_acquire(cost, max_wait, start)
             if not reply.taken:
                 raise timeout_error(cost, self._clock() - start + reply.wait, max_wait or 0.0)
@@ -309,7 +297,7 @@ class RedisRateLimiter:
                 await self._wait_slot(cost, reply)
             return self._clock() - start
         finally:
-            self._leave(waiter)
+            self._queue.leave(waiter)
 
     async def _wait_slot(self, cost: int, reply: _Reply) -> None:
         try:
@@ -339,18 +327,8 @@ class RedisRateLimiter:
 
     def _unreserved_cost(self) -> int:
         # The head's reservation, if it has one, is already counted in Redis.
-        head = self._queue[0]
-        return self._queued_cost - (head.cost if head.reserved else 0)
-
-    def _leave(self, waiter: _Waiter) -> None:
-        was_head = bool(self._queue) and self._queue[0] is waiter
-        try:
-            self._queue.remove(waiter)
-        except ValueError:
-            return
-        self._queued_cost -= waiter.cost
-        if was_head and self._queue:
-            self._queue[0].turn.set()
+        head = self._queue.head
+        return self._queue.cost - (head.cost if head.reserved else 0)
 
     async def _call(
         self, cost: int, mode: str, *, ahead: int = 0, max_wait: float | None = None
