@@ -23,13 +23,13 @@ from ses_core import notification_fixtures as fx
 from ses_core.blacklist import (
     BlacklistEntry,
     BlacklistEvent,
-    BlacklistPage,
     BlacklistReason,
     OccurrenceResult,
 )
 from ses_core.dynamodb_blacklist import DynamoDBBlacklist
 from ses_core.errors import BlacklistUnavailable
 from ses_core.suppression import BounceThreshold
+from ses_core.testing.blacklists import DelegatingBlacklist
 from ses_core.testing.moto_dynamodb import create_blacklist_table
 
 REGION = "us-east-1"
@@ -104,7 +104,7 @@ def json_lines(caplog: pytest.LogCaptureFixture, event: str) -> list[dict[str, A
     return found
 
 
-class FailingBlacklist:
+class FailingBlacklist(DelegatingBlacklist):
     """Delegates to a real blacklist but fails writes for chosen addresses (or all)."""
 
     def __init__(
@@ -114,7 +114,7 @@ class FailingBlacklist:
         fail_for: Iterable[str] | None = None,
         error: Exception | None = None,
     ) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.fail_for = None if fail_for is None else set(fail_for)
         self.error = error or BlacklistUnavailable("DynamoDB table 'blacklist': throttled")
         self.record_calls = 0
@@ -130,21 +130,6 @@ class FailingBlacklist:
         if self.fail_for is None or event.address in self.fail_for:
             raise self.error
         return self.inner.record_occurrence(event, threshold=threshold)
-
-    def lookup_many(self, addresses: Iterable[str]) -> dict[str, BlacklistEntry]:
-        return self.inner.lookup_many(addresses)
-
-    def get(self, address: str) -> BlacklistEntry | None:
-        return self.inner.get(address)
-
-    def put(self, entry: BlacklistEntry) -> None:
-        self.inner.put(entry)
-
-    def remove(self, address: str) -> bool:
-        return self.inner.remove(address)
-
-    def list_page(self, *, limit: int = 100, cursor: str | None = None) -> BlacklistPage:
-        return self.inner.list_page(limit=limit, cursor=cursor)
 
 
 class ExplodingSes:

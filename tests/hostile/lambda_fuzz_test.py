@@ -27,9 +27,10 @@ from moto import mock_aws
 from blacklist_lambda.config import LambdaConfig
 from blacklist_lambda.handler import Handler, make_handler
 from ses_core import notification_fixtures as fx
-from ses_core.blacklist import BlacklistEntry, BlacklistEvent, BlacklistPage, OccurrenceResult
+from ses_core.blacklist import BlacklistEntry, BlacklistEvent, OccurrenceResult
 from ses_core.dynamodb_blacklist import DynamoDBBlacklist
 from ses_core.errors import BlacklistUnavailable
+from ses_core.testing.blacklists import DelegatingBlacklist
 from ses_core.testing.moto_dynamodb import create_blacklist_table
 
 REGION = "us-east-1"
@@ -409,11 +410,11 @@ def test_every_single_field_mutation_of_real_documents_is_survived(
 # --- the documented failure path ----------------------------------------------------------------
 
 
-class FailingFor:
+class FailingFor(DelegatingBlacklist):
     """A blacklist that fails `record` with BlacklistUnavailable for one address."""
 
     def __init__(self, inner: DynamoDBBlacklist, address: str) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.address = address
 
     def record(self, event: BlacklistEvent) -> BlacklistEntry:
@@ -425,21 +426,6 @@ class FailingFor:
         if event.address == self.address:
             raise BlacklistUnavailable(f"DynamoDB table {TABLE!r}: throttled")
         return self.inner.record_occurrence(event, threshold=threshold)
-
-    def lookup_many(self, addresses: Iterable[str]) -> dict[str, BlacklistEntry]:
-        return self.inner.lookup_many(addresses)
-
-    def get(self, address: str) -> BlacklistEntry | None:
-        return self.inner.get(address)
-
-    def put(self, entry: BlacklistEntry) -> None:
-        self.inner.put(entry)
-
-    def remove(self, address: str) -> bool:
-        return self.inner.remove(address)
-
-    def list_page(self, *, limit: int = 100, cursor: str | None = None) -> BlacklistPage:
-        return self.inner.list_page(limit=limit, cursor=cursor)
 
 
 @settings(FUZZ_SETTINGS, max_examples=25)
