@@ -48,7 +48,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -246,9 +246,13 @@ async def paced(
     return latencies
 
 
+#: The load phases a `LoadGenerator` runs, by name (the name crosses the process boundary).
+_PHASES: dict[str, Callable[..., Coroutine[Any, Any, Any]]] = {"blast": blast, "paced": paced}
+
+
 def _client_main(kind: str, options: dict[str, Any]) -> Any:
     """Run one load phase (`blast` or `paced`) in this (load generator) process's own loop."""
-    phase = {"blast": blast, "paced": paced}[kind]
+    phase = _PHASES[kind]
     try:
         import uvloop
     except ImportError:
@@ -271,8 +275,7 @@ class LoadGenerator:
     async def run(self, kind: str, **options: Any) -> Any:
         """The phase's result (as `blast` or `paced` return it)."""
         if self._pool is None:
-            phase = {"blast": blast, "paced": paced}[kind]
-            return await phase(**options)
+            return await _PHASES[kind](**options)
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._pool, _client_main, kind, options)
 
