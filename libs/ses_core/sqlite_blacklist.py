@@ -133,12 +133,9 @@ class SqliteBlacklist:
             return {}
         try:
             return self._select_many(self._connection(instant=True), keys)
-        except sqlite3.OperationalError as exc:
-            if _is_busy(exc):
-                raise LookupWouldBlock(f"SQLite blacklist {self.path!r} is locked") from exc
-            message = f"SQLite blacklist {self.path!r}: lookup failed: {exc}"
-            raise BlacklistUnavailable(message) from exc
         except sqlite3.Error as exc:
+            if isinstance(exc, sqlite3.OperationalError) and _is_busy(exc):
+                raise LookupWouldBlock(f"SQLite blacklist {self.path!r} is locked") from exc
             message = f"SQLite blacklist {self.path!r}: lookup failed: {exc}"
             raise BlacklistUnavailable(message) from exc
 
