@@ -31,7 +31,7 @@ from ses_core.blacklist_cache import CachedBlacklist
 from ses_core.dynamodb_blacklist import DynamoDBBlacklist
 from ses_core.errors import InvalidAddress
 from ses_core.sqlite_blacklist import SqliteBlacklist
-from ses_core.testing.moto_dynamodb import TEST_REGION, create_blacklist_table, dynamodb_client
+from ses_core.testing.moto_dynamodb import create_blacklist_table, dynamodb_client
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -53,15 +53,6 @@ def bounce(
         message_id=message_id,
         timestamp=at,
     )
-
-
-@pytest.fixture
-def aws_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Dummy credentials and a forced region, so nothing can reach a real account."""
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_SESSION_TOKEN", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", TEST_REGION)
 
 
 @pytest.fixture

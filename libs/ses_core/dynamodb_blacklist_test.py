@@ -49,15 +49,6 @@ def event(address: str = "bob@example.com", feedback_id: str | None = "fb-1", **
 
 
 @pytest.fixture
-def aws_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Dummy credentials and a forced region, so nothing can reach a real account."""
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_SESSION_TOKEN", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", TEST_REGION)
-
-
-@pytest.fixture
 def client(aws_credentials: None) -> Iterator[Any]:
     """A boto3 DynamoDB client inside moto with the original table schema."""
     with mock_aws():
