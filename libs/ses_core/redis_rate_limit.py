@@ -14,12 +14,12 @@ How waiting works:
   the reserved slot, so replicas are served in the order their heads reached Redis (FIFO across
   processes, no polling, and a large message cannot be starved by other replicas' small ones).
   A `max_wait` that the slot would exceed makes the script take nothing.
-- The GCRA rules (and `burst`) are those of `LocalRateLimiter`, except that after an idle period
-  the shared limiter lets `burst + 1` recipients pass at once (it does not book the slack unit on
-  its first grant; its `jitter` spacing provides the margin instead). Processes wake up for their
-  slots with some jitter (scheduling, network), so slots are spread by `jitter` seconds per
-  second (default 10 ms, i.e. 1% of the rate): what the processes actually send then still puts
-  at most ceil(rate) + burst recipients in any one-second window (see `slot_interval`).
+- The GCRA rules (and `burst`) are those of `LocalRateLimiter`: after an idle period only
+  `burst` recipients pass at once (the script books the slack unit on its first grant, as
+  `idle_start_debt` does locally). Processes wake up for their slots with some jitter
+  (scheduling, network), so slots are spread by `jitter` seconds per second (default 10 ms, i.e.
+  1% of the rate): what the processes actually send then still puts at most ceil(rate) + burst
+  recipients in any one-second window (see `slot_interval`).
 - A head cancelled while waiting for its slot gives it back when nobody reserved after it (the
   TAT is still its own); otherwise the slot simply goes unused: others keep their slots, nobody
   is delayed and the account is never over-sent. Queued requests behind the head hold nothing.
@@ -90,9 +90,10 @@ local max_wait = tonumber(ARGV[5])
 local mode = ARGV[6]
 local stored = redis.call('GET', KEYS[1])
 local tat = now
+local idle = true
 if stored then
   tat = tonumber(stored)
-  if tat < now then tat = now end
+  if tat > now then idle = false else tat = now end
 end
 if mode == 'refund' then
   if stored and stored == ARGV[7] then
@@ -115,6 +116,10 @@ if mode == 'peek' or (max_wait >= 0 and wait > max_wait) then
   return {0, math.ceil(wait), '0'}
 end
 local new_tat = tat + cost * interval
+if idle and cost < capacity and capacity > 1 then
+  -- as LocalRateLimiter (idle_start_debt): book the slack unit on the first grant after idle
+  new_tat = new_tat + interval
+end
 local encoded = string.format('%.3f', new_tat)
 redis.call('SET', KEYS[1], encoded, 'PX', math.ceil((new_tat - now) / 1000) + 1000)
 return {1, math.ceil(wait), encoded}

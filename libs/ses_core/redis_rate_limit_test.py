@@ -53,6 +53,7 @@ def make(
     clock: VirtualClock,
     *,
     rate: float = 10.0,
+    burst: int = 1,
     policy: FailClosed | DegradeToLocal | None = None,
     url: str | None = None,
 ) -> RedisRateLimiter:
@@ -60,6 +61,7 @@ def make(
         url or server.url,
         key=KEY,
         rate=rate,
+        burst=burst,
         on_unavailable=policy or FailClosed(),
         timeout=0.5,
         clock=clock,
@@ -127,14 +129,28 @@ async def test_satisfies_the_protocol_and_admits_at_once_when_idle(
 
 
 async def test_waits_follow_the_rate(server: RedisServer, clock: VirtualClock) -> None:
-    """After the burst, back-to-back single sends are given slots one interval apart."""
+    """After the burst (one recipient after idle, by default), back-to-back single sends are
+    given slots one interval apart."""
     limiter = make(server, clock, rate=10.0)
-    assert await drive(clock, limiter.acquire(1)) == 0.0
     assert await drive(clock, limiter.acquire(1)) == 0.0
     await drive(clock, limiter.acquire(1))
     assert clock.sleeps and 0.05 < clock.sleeps[-1] <= 0.101
     await drive(clock, limiter.acquire(1))
     assert 0.15 < clock.sleeps[-1] <= 0.202
+    await limiter.aclose()
+
+
+async def test_only_burst_recipients_pass_at_once_after_idle(
+    server: RedisServer, clock: VirtualClock
+) -> None:
+    """As the local limiter: the first grant after idle books the slack unit, so exactly
+    `burst` single sends pass without waiting and the next one waits an interval."""
+    limiter = make(server, clock, rate=10.0, burst=2)
+    assert await drive(clock, limiter.acquire(1)) == 0.0
+    assert await drive(clock, limiter.acquire(1)) == 0.0
+    assert not clock.sleeps
+    await drive(clock, limiter.acquire(1))
+    assert 0.05 < clock.sleeps[-1] <= 0.101
     await limiter.aclose()
 
 
@@ -145,7 +161,8 @@ async def test_two_limiters_share_one_budget(server: RedisServer, clock: Virtual
     for _ in range(5):
         await drive(clock, first.acquire(1))
     await drive(clock, second.acquire(1))
-    assert 0.35 < clock.sleeps[-1] <= 0.404, clock.sleeps
+    # Five reserved from idle (the first also booked the slack unit): 6 - 1 (burst) intervals.
+    assert 0.45 < clock.sleeps[-1] <= 0.505, clock.sleeps
     await first.aclose()
     await second.aclose()
 
@@ -229,10 +246,11 @@ async def test_max_wait_estimate_behind_a_reserved_head_is_exact(
         if clock.sleeping:
             break
         await asyncio.sleep(0.01)
-    # Redis holds 3 + 5 recipients from now: a single one fits after 8 - 1 (burst) intervals.
+    # Redis holds 3 + 5 recipients from now, plus the slack unit the first grant after idle
+    # booked: a single one fits after 9 - 1 (burst) intervals.
     with pytest.raises(RateLimitTimeout):
-        await limiter.acquire(1, max_wait=7 * 0.101 - 0.05)
-    accepted = asyncio.create_task(limiter.acquire(1, max_wait=7 * 0.101 + 0.01))
+        await limiter.acquire(1, max_wait=8 * 0.101 - 0.05)
+    accepted = asyncio.create_task(limiter.acquire(1, max_wait=8 * 0.101 + 0.01))
     await clock.settle()
     await asyncio.sleep(0.05)
     assert not accepted.done()  # passed the up-front check and queued behind the head
@@ -259,7 +277,9 @@ async def test_cancelled_head_gives_its_slot_back(server: RedisServer, clock: Vi
         await asyncio.sleep(0.01)
     assert await stored_tat(server) == after_first
     await drive(clock, limiter.acquire(1))
-    assert clock.sleeps[-1] <= 0.505
+    # Two granted from idle (with the slack unit) put the next slot 2 intervals away, not the 3
+    # it would be had the cancelled waiter kept its slot.
+    assert clock.sleeps[-1] <= 1.005
     await limiter.aclose()
 
 
@@ -441,7 +461,8 @@ async def test_cancel_after_a_later_reservation_leaves_the_others_alone(
     await asyncio.gather(waiter, return_exceptions=True)
     await asyncio.gather(*mine._refunds)
     assert await stored_tat(server) == with_both
-    assert 0.9 < clock.sleeps[-1] <= 1.01
+    # Its promised slot: 3 intervals after two grants from idle (slack unit) and mine's waiter.
+    assert 1.4 < clock.sleeps[-1] <= 1.51
     await drive(clock, later)
     await mine.aclose()
     await other.aclose()
