@@ -161,8 +161,9 @@ async def test_two_limiters_share_one_budget(server: RedisServer, clock: Virtual
     for _ in range(5):
         await drive(clock, first.acquire(1))
     await drive(clock, second.acquire(1))
-    # Five reserved from idle (the first also booked the slack unit): 6 - 1 (burst) intervals.
-    assert 0.45 < clock.sleeps[-1] <= 0.505, clock.sleeps
+    # Five reserved from idle (the first also booked the slack unit): 6 - 1 (burst) slot
+    # intervals of 0.101 s (10/s with the 1% jitter allowance).
+    assert 0.45 < clock.sleeps[-1] <= 5 * 0.101, clock.sleeps
     await first.aclose()
     await second.aclose()
 
@@ -277,9 +278,10 @@ async def test_cancelled_head_gives_its_slot_back(server: RedisServer, clock: Vi
         await asyncio.sleep(0.01)
     assert await stored_tat(server) == after_first
     await drive(clock, limiter.acquire(1))
-    # Two granted from idle (with the slack unit) put the next slot 2 intervals away, not the 3
-    # it would be had the cancelled waiter kept its slot.
-    assert clock.sleeps[-1] <= 1.005
+    # Two granted from idle (with the slack unit) put the next slot 2 slot intervals (0.505 s at
+    # 2/s with the 1% jitter allowance) away, not the 3 it would be had the cancelled waiter
+    # kept its slot.
+    assert clock.sleeps[-1] <= 2 * 0.505
     await limiter.aclose()
 
 
@@ -461,8 +463,9 @@ async def test_cancel_after_a_later_reservation_leaves_the_others_alone(
     await asyncio.gather(waiter, return_exceptions=True)
     await asyncio.gather(*mine._refunds)
     assert await stored_tat(server) == with_both
-    # Its promised slot: 3 intervals after two grants from idle (slack unit) and mine's waiter.
-    assert 1.4 < clock.sleeps[-1] <= 1.51
+    # Its promised slot: 3 slot intervals (0.505 s at 2/s) after two grants from idle (with the
+    # slack unit) and mine's waiter.
+    assert 1.4 < clock.sleeps[-1] <= 3 * 0.505
     await drive(clock, later)
     await mine.aclose()
     await other.aclose()
