@@ -154,9 +154,14 @@ class RelayProcess:
             return "(no log)"
 
     async def readyz(self, timeout: float = 8.0) -> int:
-        """GET /readyz; the HTTP status, or 0 when the endpoint does not answer."""
+        """GET /readyz; the HTTP status, or 0 when the endpoint does not answer.
+
+        `asyncio.timeout`, not `wait_for`: on Python 3.11 `wait_for` loses a cancellation that
+        arrives as the request completes, and the poller below then never stopped (the fault
+        matrix hung in CI on exactly that)."""
         try:
-            return await asyncio.wait_for(self._get_status("/readyz"), timeout)
+            async with asyncio.timeout(timeout):
+                return await self._get_status("/readyz")
         except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError, ValueError):
             return 0
 
@@ -186,13 +191,15 @@ class ReadinessPoller:
         self.interval = interval
         self.polls: list[Readiness] = []
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
 
     def start(self) -> None:
         """Start polling."""
         self._task = asyncio.create_task(self._poll())
 
     async def stop(self) -> None:
-        """Stop polling."""
+        """Stop polling. The flag ends the loop even if a cancellation were lost."""
+        self._stopping = True
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
@@ -202,7 +209,7 @@ class ReadinessPoller:
         return [p for p in self.polls if start <= p.at <= end]
 
     async def _poll(self) -> None:
-        while True:
+        while not self._stopping:
             started = time.monotonic()
             status = await self.relay.readyz()
             self.polls.append(Readiness(started, status))
