@@ -71,7 +71,10 @@ class OpsHttpServer:
         failures = []
         for name, check in self._checks.items():
             try:
-                await asyncio.wait_for(check(), self._timeout)
+                # asyncio.timeout, not wait_for: on Python 3.11 wait_for drops a cancellation
+                # that arrives just as the check completes.
+                async with asyncio.timeout(self._timeout):
+                    await check()
             except (Exception, asyncio.TimeoutError) as exc:  # noqa: BLE001 - reported, see below
                 # A probe must answer for any failure; the class name tells the operator which
                 # dependency failed and the details are logged, not sent.
@@ -85,7 +88,8 @@ class OpsHttpServer:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            status, content_type, body = await asyncio.wait_for(self._respond(reader), 10.0)
+            async with asyncio.timeout(10.0):
+                status, content_type, body = await self._respond(reader)
         except (
             asyncio.TimeoutError,
             asyncio.IncompleteReadError,

@@ -514,7 +514,8 @@ class RelayServer:
             session.abort_idle()
         if self._server is not None:
             try:
-                await asyncio.wait_for(self._server.wait_closed(), 1.0)
+                async with asyncio.timeout(1.0):
+                    await self._server.wait_closed()
             except asyncio.TimeoutError:
                 log.debug("listener did not report closed within 1s")
         await self.components.aclose()
