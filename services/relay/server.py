@@ -355,9 +355,11 @@ def _parse_path(arg: str) -> tuple[str | None, str | None]:
     """aiosmtpd's own path parser (pure for `local_part_limit == 0`), cached."""
     try:
         return SMTP._getaddr(_PATH_PARSER, arg)
-    except IndexError:
-        # Python's address parser indexes past the end on `a@` without angle brackets, and
-        # aiosmtpd only catches HeaderParseError: a syntax error, not an internal one (451).
+    except Exception:  # noqa: BLE001 - any parser failure is a syntax error, see below
+        # aiosmtpd only catches HeaderParseError, but Python's email header parser also fails
+        # with IndexError (`a@` without angle brackets), AttributeError or UnboundLocalError
+        # (`"<0@0>"@[`, found by server_test's property test) on malformed paths. Each is the
+        # client's syntax error (501), not an internal one (451).
         return None, None
 
 

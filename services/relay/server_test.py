@@ -25,6 +25,7 @@ def _getaddr(arg: str) -> tuple[str | None, str | None]:
 @example(local="a..b", domain="example.org", params="", before="", after="")
 @example(local="a", domain="b.", params="", before="", after="")
 @example(local="a", domain="b", params=" (comment) SIZE=1", before="", after="")
+@example(local="0", domain="0", params="", before='"', after='"@[')
 def test_the_fast_path_parses_exactly_as_aiosmtpd(
     local: str, domain: str, params: str, before: str, after: str
 ) -> None:
@@ -43,3 +44,10 @@ def test_the_fast_path_covers_the_common_forms() -> None:
     for arg in ('<"quoted local"@example.org>', "<a@[127.0.0.1]>", "a@example.org", "<>"):
         assert not _SIMPLE_PATH.fullmatch(arg)
         assert _getaddr(arg) == _parse_path.__wrapped__(arg)
+
+
+def test_paths_that_break_the_email_parser_are_syntax_errors() -> None:
+    """Malformed paths on which Python's header parser fails with an internal error (not
+    HeaderParseError) read as "no address" (a 501), never as an exception (a 451)."""
+    for arg in ('"<0@0>"@[', '"<0@0>"@[ ', "a@"):
+        assert _getaddr(arg) == (None, None)
