@@ -450,15 +450,7 @@ class DynamoDBBlacklist:
                     new_item.pop("recent_feedback_ids", None)
                 condition, names, values = _unchanged_condition(item)
             try:
-                kwargs: dict[str, Any] = {
-                    "TableName": self.table_name,
-                    "Item": new_item,
-                    "ConditionExpression": condition,
-                    "ExpressionAttributeNames": names,
-                }
-                if values:
-                    kwargs["ExpressionAttributeValues"] = values
-                self._call("PutItem", self._client.put_item, conditional=True, **kwargs)
+                self._put_if(new_item, condition, names, values)
             except _ConditionFailed:
                 log.debug("concurrent update of %s; retrying", event.address)
                 continue
@@ -549,16 +541,8 @@ class DynamoDBBlacklist:
             }
             if recent:
                 new_item["recent_feedback_ids"] = {"L": [{"S": v} for v in recent]}
-            kwargs: dict[str, Any] = {
-                "TableName": self.table_name,
-                "Item": new_item,
-                "ConditionExpression": condition,
-                "ExpressionAttributeNames": names,
-            }
-            if values:
-                kwargs["ExpressionAttributeValues"] = values
             try:
-                self._call("PutItem", self._client.put_item, conditional=True, **kwargs)
+                self._put_if(new_item, condition, names, values)
             except _ConditionFailed:
                 log.debug("concurrent count for %s; retrying", event.address)
                 continue
@@ -668,6 +652,25 @@ class DynamoDBBlacklist:
                 first_seen=UNKNOWN_TIME,
                 last_seen=UNKNOWN_TIME,
             )
+
+    def _put_if(
+        self,
+        item: dict[str, Any],
+        condition: str,
+        names: dict[str, str],
+        values: Mapping[str, Any],
+    ) -> None:
+        """PutItem under `condition` (optimistic concurrency); raises `_ConditionFailed` when
+        another writer got there first."""
+        kwargs: dict[str, Any] = {
+            "TableName": self.table_name,
+            "Item": item,
+            "ConditionExpression": condition,
+            "ExpressionAttributeNames": names,
+        }
+        if values:
+            kwargs["ExpressionAttributeValues"] = values
+        self._call("PutItem", self._client.put_item, conditional=True, **kwargs)
 
     def _call(
         self,
