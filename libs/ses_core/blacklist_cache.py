@@ -87,6 +87,9 @@ class CachedBlacklist:
         if max_entries < 1:
             raise ValueError("max_entries must be at least 1")
         self.inner = inner
+        # Resolved once (a Protocol isinstance check costs ~4 us): the inner store's instant
+        # lookup, if it has one.
+        self._inner_now = inner.lookup_now if isinstance(inner, InstantLookup) else None
         self.positive_ttl = positive_ttl
         self.negative_ttl = negative_ttl
         self.max_entries = max_entries
@@ -117,9 +120,8 @@ class CachedBlacklist:
         """Answer from the cache, and the misses from the store when it can answer at once
         (`InstantLookup`); otherwise raise `LookupWouldBlock` after counting nothing, so the
         caller's blocking `lookup_many` from a thread counts the lookup once."""
-        inner = self.inner
-        if isinstance(inner, InstantLookup):
-            return self._read_through(addresses, inner.lookup_now)
+        if self._inner_now is not None:
+            return self._read_through(addresses, self._inner_now)
         found, misses = self.peek(addresses)
         if misses:
             raise LookupWouldBlock("cache miss; the store needs a blocking call")
