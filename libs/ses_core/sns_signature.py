@@ -3,7 +3,11 @@
 Anyone can POST to a public endpoint; only a valid signature proves SNS sent the message.
 Following AWS's "Verifying the signatures of Amazon SNS messages":
 - the signing certificate URL must be https, on host `sns.<region>.amazonaws.com` (or
-  `.amazonaws.com.cn`), with a path ending in `.pem`; anything else is refused before fetching;
+  `.amazonaws.com.cn`, the China partition), with a path ending in `.pem`; anything else is refused
+  before fetching. `<region>` must look like a region (`us-east-1`, `us-gov-west-1`): a looser
+  pattern also matched S3 bucket hosts such as `sns.s3.amazonaws.com`, where anyone can publish a
+  "certificate". Control characters, spaces, backslashes and non-ASCII text are refused outright,
+  because `urlsplit` silently drops tab/CR/LF (so the URL we check would not be the one fetched);
 - the certificate is fetched (over https, with a timeout) and cached per URL;
 - the string to sign is `key\\nvalue\\n` for Message, MessageId, Subject (if present), Timestamp,
   TopicArn, Type for notifications, and Message, MessageId, SubscribeURL, Timestamp, Token,
@@ -20,6 +24,7 @@ from __future__ import annotations
 import base64
 import binascii
 import collections
+import http.client
 import json
 import logging
 import re
@@ -41,7 +46,11 @@ from ses_core.errors import CertificateUnavailable, SignatureInvalid
 
 log = logging.getLogger(__name__)
 
-_CERT_HOST = re.compile(r"sns\.[a-z0-9-]+\.amazonaws\.com(\.cn)?")
+#: `sns.<region>.amazonaws.com[.cn]`, where the region is shaped like AWS's: two letters, an
+#: optional partition marker (`-gov`, `-iso`, `-isob`, ...), a direction word and a number.
+_CERT_HOST = re.compile(r"sns\.[a-z]{2}(?:-gov|-iso[a-z]?)?-[a-z]+-\d+\.amazonaws\.com(?:\.cn)?")
+#: Characters no certificate URL may contain; `urlsplit` would strip some of them unseen.
+_UNSAFE_URL_CHARACTERS = re.compile(r"[\x00-\x20\x7f\\]")
 _NOTIFICATION_KEYS: tuple[str, ...] = (
     "Message",
     "MessageId",
@@ -84,8 +93,9 @@ class UrllibCertificateFetcher:
         try:
             with urllib.request.urlopen(url, timeout=self._timeout, context=self._context) as resp:
                 data: bytes = resp.read(MAX_CERTIFICATE_BYTES + 1)
-        except (urllib.error.URLError, OSError, ValueError) as exc:
-            # URLError/HTTPError/timeouts are OSErrors; ValueError covers malformed URLs.
+        except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException) as exc:
+            # URLError/HTTPError/timeouts are OSErrors; ValueError covers malformed URLs;
+            # http.client raises HTTPException (InvalidURL, BadStatusLine, ...), which is neither.
             message = f"cannot fetch SNS signing certificate {url}: {exc}"
             raise CertificateUnavailable(message) from exc
         if len(data) > MAX_CERTIFICATE_BYTES:
@@ -98,6 +108,12 @@ def validate_certificate_url(url: object) -> str:
     """Return `url` if it can be an SNS signing certificate URL; raise SignatureInvalid if not."""
     if not isinstance(url, str):
         raise SignatureInvalid("SigningCertURL is missing or not a string")
+    if not url.isascii() or _UNSAFE_URL_CHARACTERS.search(url):
+        message = (
+            f"SigningCertURL {url[:200]!r} has spaces, control characters, backslashes "
+            "or non-ASCII text"
+        )
+        raise SignatureInvalid(message)
     try:
         parts = urlsplit(url)
         port = parts.port

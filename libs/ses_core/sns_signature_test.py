@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import http.client
 import http.server
 import json
 import ssl
@@ -189,12 +190,32 @@ def test_tampered_token_of_confirmation_is_rejected(
         "https://user@sns.us-east-1.amazonaws.com/cert.pem",
         "https://sns.us-east-1.amazonaws.com:99999/cert.pem",
         "file:///etc/passwd.pem",
+        # urlsplit strips tab/CR/LF, so these used to pass and then crash http.client.
+        "https://sns.us-east-1.amazonaws\t.com/x.pem",
+        "https://sns.us-east-1.amazonaws.com/a\n.pem",
+        "https://sns.us-east-1.amazonaws.com/a\r.pem",
+        "https://sns.us-east-1.amazonaws.com/a b.pem",
+        "https://sns.us-east-1.amazonaws.com\\@evil.com/x.pem",
+        "https://sns.us-east-1.amazonaws.com/\x00.pem",
+        "https://sns.us-east-1.amazonaws.com/\x7f.pem",
+        "https://sns.us-east-1.amazonaws.com/caf\u00e9.pem",
+        # S3 bucket hosts (anyone can upload there) and other hosts with no region label.
+        "https://sns.s3.amazonaws.com/cert.pem",
+        "https://sns.s3-us-west-2.amazonaws.com/cert.pem",
+        "https://sns.s3.us-west-2.amazonaws.com/cert.pem",
+        "https://sns.amazonaws.com/cert.pem",
+        "https://sns.us-east-1.s3.amazonaws.com/cert.pem",
+        "https://sns.useast-1.amazonaws.com/cert.pem",
+        "https://sns.us-east.amazonaws.com/cert.pem",
+        "https://sns.us-east-1.amazonaws.cn/cert.pem",
+        "https://xsns.us-east-1.amazonaws.com/cert.pem",
     ],
 )
 def test_bad_certificate_urls_are_rejected_before_fetching(
     key: rsa.RSAPrivateKey, fetcher: FakeFetcher, verifier: SnsSignatureVerifier, url: str
 ) -> None:
-    """http, foreign hosts, non-.pem paths, ports and userinfo are refused without a fetch."""
+    """http, foreign or non-regional hosts, non-.pem paths, ports, userinfo, control characters
+    and non-ASCII text are refused without a fetch."""
     message = _sign(key, dict(_notification(), SigningCertURL=url))
     with pytest.raises(SignatureInvalid, match="SigningCertURL"):
         verifier.verify(message)
@@ -207,10 +228,16 @@ def test_bad_certificate_urls_are_rejected_before_fetching(
         "https://sns.eu-west-1.amazonaws.com/SimpleNotificationService-abc.pem",
         "https://sns.cn-north-1.amazonaws.com.cn/SimpleNotificationService-abc.pem",
         "https://sns.us-gov-west-1.amazonaws.com:443/x.pem",
+        "https://sns.us-east-1.amazonaws.com/x.pem",
+        "https://sns.eu-west-2.amazonaws.com/x.pem",
+        "https://sns.ap-southeast-1.amazonaws.com/x.pem",
+        "https://sns.cn-northwest-1.amazonaws.com.cn/x.pem",
+        "https://sns.us-iso-east-1.amazonaws.com/x.pem",
+        "https://sns.us-isob-east-1.amazonaws.com/x.pem",
     ],
 )
 def test_good_certificate_urls(url: str) -> None:
-    """SNS hosts in every partition, including .amazonaws.com.cn, are accepted."""
+    """SNS hosts of every region shape and partition, including .amazonaws.com.cn, pass."""
     assert validate_certificate_url(url) == url
 
 
@@ -332,12 +359,18 @@ def test_fetch_failure_is_retryable_not_forgery(key: rsa.RSAPrivateKey) -> None:
 
 @pytest.fixture(scope="module")
 def https_server(cert_pem: bytes) -> Iterator[tuple[str, Callable[[], ssl.SSLContext]]]:
-    """A loopback HTTPS server: /cert.pem serves the PEM, /big.pem serves too many bytes."""
+    """A loopback HTTPS server: /cert.pem serves the PEM, /big.pem serves too many bytes,
+    /garbled.pem answers with a status line that is not HTTP."""
     ca = trustme.CA()
     server_cert = ca.issue_cert("127.0.0.1")
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+            if self.path == "/garbled.pem":
+                # Not HTTP: http.client raises BadStatusLine, an HTTPException but no OSError.
+                self.wfile.write(b"HTTP/1.1 2x0 Garbled\r\n\r\n")
+                self.close_connection = True
+                return
             bodies = {"/cert.pem": cert_pem, "/big.pem": b"x" * (MAX_CERTIFICATE_BYTES + 10)}
             body = bodies.get(self.path)
             if body is None:
@@ -391,6 +424,34 @@ def test_urllib_fetcher_failures_are_certificate_unavailable(
     fetcher = UrllibCertificateFetcher(timeout=5.0, ssl_context=context())
     with pytest.raises(CertificateUnavailable):
         fetcher(f"{base}{path}")
+
+
+@pytest.mark.parametrize("path", ["/garbled.pem", "/a\n.pem", "/a\t.pem"])
+def test_urllib_fetcher_http_client_errors_are_certificate_unavailable(
+    https_server: tuple[str, Callable[[], ssl.SSLContext]], path: str
+) -> None:
+    """http.client's own errors (BadStatusLine, InvalidURL) become CertificateUnavailable."""
+    base, context = https_server
+    fetcher = UrllibCertificateFetcher(timeout=5.0, ssl_context=context())
+    with pytest.raises(CertificateUnavailable) as info:
+        fetcher(f"{base}{path}")
+    assert isinstance(info.value.__cause__, http.client.HTTPException)
+
+
+def test_http_client_error_while_fetching_escapes_verify_typed(
+    key: rsa.RSAPrivateKey, https_server: tuple[str, Callable[[], ssl.SSLContext]]
+) -> None:
+    """An HTTPException raised while fetching reaches the caller of verify() typed, retryable."""
+    base, context = https_server
+    fetcher = UrllibCertificateFetcher(timeout=5.0, ssl_context=context())
+
+    def garbled(url: str) -> bytes:
+        return fetcher(f"{base}/garbled.pem")
+
+    verifier = SnsSignatureVerifier(fetcher=garbled, clock=lambda: NOW)
+    with pytest.raises(CertificateUnavailable) as info:
+        verifier.verify(_sign(key, _notification()))
+    assert info.value.retryable
 
 
 def test_urllib_fetcher_refuses_an_untrusted_server(
