@@ -128,7 +128,7 @@ class RecipientDecision:
 
 @attrs.frozen
 class SuppressionDecision:
-    """The decision for one notification; recipients appear once (first occurrence wins).
+    """The decision for one notification; each recipient appears once, with its strongest verdict.
 
     Attributes:
         to_blacklist: recipients to blacklist now.
@@ -151,14 +151,22 @@ class SuppressionDecision:
     def from_decisions(
         cls, decisions: Iterable[RecipientDecision], invalid: tuple[InvalidRecipient, ...] = ()
     ) -> SuppressionDecision:
-        """Group per-recipient decisions by verdict, dropping repeated addresses."""
-        seen: set[str] = set()
-        groups: dict[Verdict, list[RecipientDecision]] = {verdict: [] for verdict in Verdict}
+        """Group per-recipient decisions by verdict, keeping one decision per address.
+
+        When an address is decided more than once (several notifications merged), the strongest
+        verdict wins: BLACKLIST over COUNT_DEPENDENT (the lower threshold among those) over
+        REPORT, so a "report only" seen first can never hide a later "blacklist". Among equally
+        strong decisions the first is kept. Addresses keep the order they first appeared in.
+        """
+        strongest: dict[str, RecipientDecision] = {}
         for decision in decisions:
             key = decision.address.key
-            if key not in seen:
-                seen.add(key)
-                groups[decision.verdict].append(decision)
+            kept = strongest.get(key)
+            if kept is None or _strength(decision) > _strength(kept):
+                strongest[key] = decision
+        groups: dict[Verdict, list[RecipientDecision]] = {verdict: [] for verdict in Verdict}
+        for decision in strongest.values():
+            groups[decision.verdict].append(decision)
         return cls(
             to_blacklist=tuple(groups[Verdict.BLACKLIST]),
             count_dependent=tuple(groups[Verdict.COUNT_DEPENDENT]),
@@ -190,6 +198,13 @@ class SuppressionDecision:
 
 
 _NOTHING = SuppressionDecision()
+_VERDICT_RANK = {Verdict.REPORT: 0, Verdict.COUNT_DEPENDENT: 1, Verdict.BLACKLIST: 2}
+
+
+def _strength(decision: RecipientDecision) -> tuple[int, int]:
+    """Sort key of how strongly a decision suppresses: by verdict, then the lower threshold."""
+    threshold = decision.threshold if decision.threshold is not None else 0
+    return _VERDICT_RANK[decision.verdict], -threshold
 
 
 def decide_suppression(

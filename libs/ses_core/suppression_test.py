@@ -210,6 +210,44 @@ def test_from_decisions_groups_mixed_verdicts() -> None:
     assert [d.address.key for d in merged.not_blacklisted] == ["b@example.com"]
 
 
+def test_from_decisions_keeps_a_later_blacklist_over_an_earlier_report() -> None:
+    """A "report only" seen first for an address does not hide a later "blacklist" for it."""
+    report = decide_suppression(_bounce("Transient", "General", "a@example.com", "b@example.com"))
+    bounce = decide_suppression(_bounce("Permanent", "General", "A@example.com"))
+    merged = SuppressionDecision.from_decisions(report.recipients + bounce.recipients)
+    [blacklisted] = merged.to_blacklist
+    assert (blacklisted.address.original, blacklisted.detail) == (
+        "A@example.com",
+        "Permanent/General",
+    )
+    assert [d.address.key for d in merged.not_blacklisted] == ["b@example.com"]
+    assert merged.count_dependent == ()
+
+
+def test_from_decisions_ranks_count_dependent_between_report_and_blacklist() -> None:
+    """Count-dependent beats report, blacklist beats count-dependent, whatever the order."""
+    policy = DEFAULT_POLICY.with_threshold("Transient", "General", 3)
+    report = decide_suppression(_bounce("Transient", "MailboxFull", "a@example.com"), policy)
+    counted = decide_suppression(_bounce("Transient", "General", "a@example.com"), policy)
+    blacklist = decide_suppression(_bounce("Permanent", "General", "a@example.com"), policy)
+    merged = SuppressionDecision.from_decisions(report.recipients + counted.recipients)
+    assert [d.verdict for d in merged.recipients] == [Verdict.COUNT_DEPENDENT]
+    merged = SuppressionDecision.from_decisions(
+        counted.recipients + blacklist.recipients + report.recipients
+    )
+    assert [d.verdict for d in merged.recipients] == [Verdict.BLACKLIST]
+
+
+def test_from_decisions_keeps_the_lowest_threshold() -> None:
+    """Of two count-dependent decisions for one address, the lower threshold wins."""
+    loose = DEFAULT_POLICY.with_threshold("Transient", "General", 5)
+    strict = DEFAULT_POLICY.with_threshold("Transient", "General", 2)
+    first = decide_suppression(_bounce("Transient", "General", "a@example.com"), loose)
+    second = decide_suppression(_bounce("Transient", "General", "a@example.com"), strict)
+    merged = SuppressionDecision.from_decisions(first.recipients + second.recipients)
+    assert [d.threshold for d in merged.count_dependent] == [2]
+
+
 def test_decision_builds_a_blacklist_event_without_rederiving() -> None:
     """A decided recipient maps field for field onto the blacklist's BlacklistEvent."""
     [d] = decide_suppression(_complaint("abuse")).to_blacklist
