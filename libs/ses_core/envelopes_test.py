@@ -320,12 +320,22 @@ _WRAPPERS: list[Callable[[dict[str, Any]], Any]] = [
 ]
 
 
+def _assert_names_its_path(error: MalformedNotification, prefix: str = "$") -> None:
+    """The error's path is `prefix` or a JSON path below it, and its message starts with it."""
+    assert isinstance(error, MalformedNotification)
+    assert isinstance(error.path, str), error.path
+    rest = error.path.removeprefix(prefix)
+    assert rest != error.path and rest[:1] in ("", ".", "["), (prefix, error.path)
+    assert str(error).startswith(f"{error.path}: "), str(error)
+    assert error.reason and error.reason in str(error)
+
+
 def _parse_anything(payload: Any) -> None:
-    """Parse and decide; only MalformedNotification may escape."""
+    """Parse and decide; only MalformedNotification naming the bad field's path may escape."""
     try:
         records = parse_feedback(payload)
-    except MalformedNotification:
-        pass
+    except MalformedNotification as exc:
+        _assert_names_its_path(exc)
     else:
         for record in records:
             decide_suppression(record.notification)
@@ -334,9 +344,10 @@ def _parse_anything(payload: Any) -> None:
             if isinstance(item, FeedbackRecord):
                 decide_suppression(item.notification)
             else:
-                assert isinstance(item.error, MalformedNotification)
-    except MalformedNotification:
-        pass
+                # A record's failure is blamed on that record, not on the batch around it.
+                _assert_names_its_path(item.error, f"$.Records[{item.index}]")
+    except MalformedNotification as exc:
+        _assert_names_its_path(exc)
 
 
 def _paths(value: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:

@@ -417,6 +417,20 @@ class Delivery:
         )
 
 
+def _tolerant_mail(obj: JsonObject, path: str) -> Mail | None:
+    """The `mail` of an UNKNOWN-kind document, or None if it is absent or shaped differently.
+
+    A type we do not know may well carry a `mail` we do not know: that is news about SES, not a
+    broken document, and unknown types are never an error (the raw object stays in `details`).
+    """
+    try:
+        mail_obj = opt_object(obj, "mail", path)
+        return None if mail_obj is None else Mail.from_json(mail_obj, f"{path}.mail")
+    except MalformedNotification as exc:
+        log.info("ignoring unreadable mail of an unknown SES notification type: %s", exc)
+        return None
+
+
 @attrs.frozen
 class SesNotification:
     """One SES feedback document of any type.
@@ -426,10 +440,16 @@ class SesNotification:
         type_name: the type exactly as SES wrote it (useful when kind is UNKNOWN).
         format: whether `notificationType` or `eventType` named the type.
         mail: the message the feedback is about; None only for UNKNOWN kinds that have none
-            (SES's "AmazonSnsSubscriptionSucceeded" test notification, for instance).
+            (SES's "AmazonSnsSubscriptionSucceeded" test notification, for instance) or whose
+            `mail` is not shaped like the mail objects we know.
         bounce / complaint / delivery: the typed detail for those kinds, else None.
-        details: the raw detail object of the other kinds (`send`, `reject`, `open`, `click`,
-            `failure`, `deliveryDelay`, `subscription`), read-only; empty when absent.
+        details: the raw detail object of the other known kinds (`send`, `reject`, `open`,
+            `click`, `failure`, `deliveryDelay`, `subscription`); empty when absent. For UNKNOWN
+            kinds we cannot tell which key holds the detail, so it is the whole raw document
+            (the raw `mail` included, even when it could not be parsed). Read-only at the top
+            level only: nested objects and arrays are SES's decoded JSON, shared, not copied or
+            frozen (copying every event's nested detail would cost parsing time for nothing);
+            treat them as read-only too.
     """
 
     kind: NotificationKind
@@ -455,9 +475,13 @@ class SesNotification:
         kind = _KINDS.get(type_name, NotificationKind.UNKNOWN)
         if kind is NotificationKind.UNKNOWN:
             log.info("unknown SES notification type %r", type_name[:100])
-            mail_obj = opt_object(obj, "mail", path)
-            mail = None if mail_obj is None else Mail.from_json(mail_obj, f"{path}.mail")
-            return cls(kind=kind, type_name=type_name, format=fmt, mail=mail)
+            return cls(
+                kind=kind,
+                type_name=type_name,
+                format=fmt,
+                mail=_tolerant_mail(obj, path),
+                details=types.MappingProxyType(dict(obj)),
+            )
         mail = Mail.from_json(req_object(obj, "mail", path), f"{path}.mail")
         key = _DETAIL_KEYS[kind]
         detail_path = f"{path}.{key}"

@@ -157,6 +157,52 @@ def test_subscription_succeeded_test_notification_has_no_mail() -> None:
     )
 
 
+@pytest.mark.parametrize(
+    "mail",
+    [
+        "not an object",
+        ["a", "list"],
+        42,
+        {},
+        {"messageId": 7, "source": "a@example.com"},
+        {"messageId": "m", "source": "a@example.com", "timestamp": "whenever"},
+        {"somethingNew": {"nested": True}},
+    ],
+)
+def test_unknown_type_with_a_malformed_mail_is_not_an_error(mail: object) -> None:
+    """An UNKNOWN kind whose mail is not an object or oddly shaped parses with mail None."""
+    doc = fx.event("Teleported", "teleport", {"where": "moon"})
+    doc["mail"] = mail
+    n = SesNotification.from_json(doc)
+    assert (n.kind, n.type_name, n.mail) == (NotificationKind.UNKNOWN, "Teleported", None)
+    assert n.details["mail"] == mail
+    assert n.details["teleport"] == {"where": "moon"}
+
+
+def test_unknown_type_keeps_the_raw_document_as_details() -> None:
+    """An UNKNOWN kind's details are its raw document, since its detail key is unknown."""
+    doc = fx.event("Teleported", "teleport", {"where": "moon"})
+    n = SesNotification.from_json(doc)
+    assert dict(n.details) == doc
+    with pytest.raises(TypeError):
+        n.details["teleport"] = {}  # type: ignore[index]
+
+
+@pytest.mark.parametrize(
+    "document", [fx.bounce_with_dsn, fx.delivery, lambda: fx.other_event("Open")]
+)
+@pytest.mark.parametrize(("mail", "path"), [("oops", "$.mail"), ({}, "$.mail.source")])
+def test_known_kinds_with_a_malformed_mail_still_raise(
+    document: Callable[[], dict[str, Any]], mail: object, path: str
+) -> None:
+    """Only UNKNOWN kinds tolerate a malformed mail: known kinds raise naming its path."""
+    doc = document()
+    doc["mail"] = mail
+    with pytest.raises(MalformedNotification) as info:
+        SesNotification.from_json(doc)
+    assert info.value.path == path
+
+
 def test_unknown_extra_fields_are_ignored() -> None:
     """Fields SES adds later, at any level, do not disturb parsing."""
     doc = fx.bounce_with_dsn()
