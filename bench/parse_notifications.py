@@ -2,16 +2,21 @@
 
 The workload is a realistic Permanent/General bounce (DSN fields, original headers, three
 destinations) in a Lambda SNS event, given as JSON text, through `parse_feedback` and
-`decide_suppression`. Two figures are printed:
+`decide_suppression`. Three figures are printed:
 
 - "repeated document": the same event every time. `EmailAddress.parse` has an LRU cache, so this
   measures cache hits for the address (the typical case for hot senders and SNS redeliveries).
-- "distinct recipients": every event bounces a different, never-seen address, so each iteration
-  pays full address validation once. This is the honest worst case.
+- "distinct recipients": every event bounces a different, never-seen ASCII address, so each
+  iteration pays full address validation once. This is the honest worst case for a realistic
+  bounce.
+- "international": every event bounces a different address with a non-ASCII local part and an
+  IDN domain (IDNA conversion is far slower than ASCII checks). Informational: the issue's goal is
+  for "a realistic bounce", and most bounces are ASCII, so no goal applies; the figure is printed
+  so that nobody mistakes the ASCII figures for the international one.
 
 Each is reported per second of this process's CPU time (what one dedicated core does; robust to
-other processes sharing the machine) and per wall-clock second. Both loops are bounded by
-`--seconds` and `--count`.
+other processes sharing the machine) and per wall-clock second, and the first two with a verdict
+against the goal (per CPU-second). Every loop is bounded by `--seconds` and `--count`.
 
 Run: PYTHONPATH=libs:services:. python bench/parse_notifications.py [--seconds S] [--count N]
 """
@@ -75,15 +80,23 @@ def measure(payloads: Callable[[int], str], *, seconds: float, count: int) -> Fi
     return Figures(count=done, wall=wall, cpu=cpu)
 
 
-def _report(label: str, figures: Figures) -> None:
+def _report(label: str, figures: Figures, *, goal: int | None) -> None:
+    """Print one workload's figures, and its verdict against `goal` (None: informational)."""
+    if goal is None:
+        verdict = "informational, no goal"
+    elif figures.per_second_cpu >= goal:
+        verdict = f"goal {goal:,}/s met"
+    else:
+        verdict = f"goal {goal:,}/s NOT met"
     print(
-        f"{label:<21} {figures.per_second_cpu:9,.0f}/s per CPU-second, "
-        f"{figures.per_second_wall:9,.0f}/s wall clock ({figures.count:,} notifications)"
+        f"{label:<22} {figures.per_second_cpu:9,.0f}/s per CPU-second, "
+        f"{figures.per_second_wall:9,.0f}/s wall clock ({figures.count:,} notifications): "
+        f"{verdict}"
     )
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Parse arguments, run both workloads, print the figures."""
+    """Parse arguments, run the three workloads, print the figures and verdicts."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=3.0, help="time budget per workload")
     parser.add_argument("--count", type=int, default=200_000, help="max notifications per workload")
@@ -98,14 +111,19 @@ def main(argv: list[str] | None = None) -> None:
         seconds=args.seconds,
         count=args.count,
     )
+    international = measure(
+        # Non-ASCII local part and IDN domain, both new every time: no cache hit is possible.
+        lambda i: _event_text(f"jürgen.{i}.{run_id}@münchen-{i}.bücher.de"),
+        seconds=args.seconds,
+        count=args.count,
+    )
     print("SES Permanent bounce in a Lambda SNS event, parse_feedback + decide_suppression:")
-    _report("repeated document:", same)
-    _report("distinct recipients:", fresh)
+    _report("repeated document:", same, goal=GOAL_PER_SECOND)
+    _report("distinct recipients:", fresh, goal=GOAL_PER_SECOND)
+    _report("international:", international, goal=None)
     print(
         f"load average (1 min) during the run: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores"
     )
-    verdict = "met" if same.per_second_cpu >= GOAL_PER_SECOND else "NOT met"
-    print(f"goal {GOAL_PER_SECOND:,}/s (repeated document, per CPU-second): {verdict}")
 
 
 if __name__ == "__main__":
