@@ -15,9 +15,10 @@ keeps the mail). It never raises for an SMTP outcome. On the way it:
   deadline; daily-quota and auth/config failures are deferred at once (auth logged as an error);
 - replaces a pooled session that SES had silently closed (it breaks before MAIL gets any answer)
   without counting an attempt or taking new tokens: that attempt never reached SES;
-- passes SMTPUTF8 and 8BITMIME through when the message asks and the server offers them (an
-  8-bit body to a server without 8BITMIME is sent without the BODY parameter: SES offers it, and
-  refusing would lose mail that most servers accept anyway).
+- passes SMTPUTF8 and 8BITMIME through when the message asks and the server offers them (a
+  message marked 8-bit whose body is all ASCII goes to a server without 8BITMIME without the BODY
+  parameter; a body with 8-bit octets is REFUSED there with `554 5.6.3`, as RFC 6152 forbids
+  sending it and the client does not convert to 7-bit; SES offers 8BITMIME).
 
 The ambiguous case
 ------------------

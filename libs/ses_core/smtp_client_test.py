@@ -30,6 +30,7 @@ from ses_core.smtp_client import (
 )
 from ses_core.smtp_pool import PipeliningProtocol
 from ses_core.testing.smtp_upstream import (
+    SES_ACCESS_DENIED,
     SES_BAD_CREDENTIALS,
     SES_DAILY_QUOTA,
     SES_INVALID_ADDRESS,
@@ -298,6 +299,29 @@ async def test_421_greeting_is_retried_on_a_new_connection(
     assert fake_time.sleeps == pytest.approx([0.1])
 
 
+@pytest.mark.parametrize(
+    ("stage", "recipient"), [(Stage.MAIL, None), (Stage.RCPT, "b@example.com")]
+)
+async def test_421_at_mail_or_rcpt_recycles_the_session_and_retries(
+    client: SesSmtpClient,
+    upstream: SmtpUpstream,
+    fake_time: FakeTime,
+    stage: Stage,
+    recipient: str | None,
+) -> None:
+    """A 421 to MAIL, or to one RCPT after another was accepted, ends the session: the whole
+    message goes once on a fresh one, at once, and no recipient is refused."""
+    upstream.faults.set(Fault.reply(stage, *SES_MAX_MESSAGES, recipient=recipient))
+    result = await client.send(message("a@example.com", "b@example.com"))
+    assert result.all_accepted
+    assert result.attempts == 2
+    assert client.stats.recycled == 1
+    assert client.stats.opened == 2
+    assert upstream.connections_opened == 2
+    assert [m.recipients for m in upstream.messages] == [("a@example.com", "b@example.com")]
+    assert fake_time.sleeps == []
+
+
 # --- reply classes -----------------------------------------------------------------------------
 
 
@@ -496,6 +520,35 @@ async def test_refusals_are_per_recipient(
         ("slow@example.com",),
     ]
     assert fake_time.sleeps == [1.0]
+
+
+@pytest.mark.parametrize("stage", [Stage.MAIL, Stage.END_OF_DATA])
+async def test_access_denied_defers_at_once_with_an_error_log(
+    client: SesSmtpClient,
+    upstream: SmtpUpstream,
+    fake_time: FakeTime,
+    caplog: pytest.LogCaptureFixture,
+    stage: Stage,
+) -> None:
+    """SES's '554 Access denied' (an IAM policy problem) is DEFERRED unretried with an ERROR
+    log carrying SES's text, never REFUSED: the mail is fine, the relay's setup is not."""
+    upstream.faults.set(Fault.reply(stage, *SES_ACCESS_DENIED))
+    with caplog.at_level(logging.INFO):
+        result = await client.send(message())
+    [recipient] = result.recipients
+    assert recipient.outcome is Outcome.DEFERRED
+    assert recipient.reply_class is ReplyClass.AUTH
+    assert (recipient.code, recipient.text) == SES_ACCESS_DENIED
+    assert result.attempts == 1
+    assert fake_time.sleeps == []
+    assert upstream.accepted == 0
+    errors = [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == "ses_core.smtp_client" and r.levelno == logging.ERROR
+    ]
+    assert len(errors) == 1
+    assert "Access denied" in errors[0] and "to@example.com" in errors[0]
 
 
 async def test_auth_required_at_mail_is_an_auth_failure(
@@ -713,6 +766,41 @@ async def test_connection_dropped_before_the_greeting_is_retried(
     assert result.all_accepted
     assert result.attempts == 2
     assert fake_time.sleeps == pytest.approx([0.1])
+
+
+@pytest.mark.parametrize(
+    "faults",
+    [
+        [Fault.drop(Stage.EHLO)],
+        # The first EHLO passes unchanged: the drop strikes the EHLO after STARTTLS.
+        [Fault.stall(Stage.EHLO, 0.0), Fault.drop(Stage.EHLO)],
+        [Fault.drop(Stage.AUTH)],
+    ],
+    ids=["ehlo", "ehlo_under_tls", "auth"],
+)
+async def test_drops_while_opening_a_session_are_retried_after_backoff(
+    client: SesSmtpClient,
+    upstream: SmtpUpstream,
+    fake_time: FakeTime,
+    caplog: pytest.LogCaptureFixture,
+    faults: list[Fault],
+) -> None:
+    """A connection dropped without a reply at EHLO or AUTH is a connection failure: retried on
+    a fresh session after the reconnect backoff, delivered once, never refused."""
+    for fault in faults:
+        upstream.faults.set(fault)
+    with caplog.at_level(logging.WARNING, logger="ses_core.smtp_pool"):
+        result = await client.send(message())
+    assert upstream.faults.applied == faults
+    assert result.all_accepted
+    assert not result.ambiguous
+    assert result.attempts == 2
+    assert fake_time.sleeps == pytest.approx([0.1])
+    assert client.stats.failures == 1
+    assert upstream.connections_opened == 2
+    assert upstream.accepted == 1
+    # The session really broke (no reply came): not a reply the client misread.
+    assert "4.4.1 cannot connect to upstream" in caplog.text
 
 
 async def test_tls_handshake_failure_is_retried_with_backoff(
@@ -970,6 +1058,52 @@ async def test_smtputf8_without_server_support_is_refused(
     assert recipient.outcome is Outcome.REFUSED
     assert recipient.code == 553
     assert "SMTPUTF8" in recipient.text
+    assert upstream.accepted == 0
+
+
+async def test_smtputf8_asked_with_ascii_addresses_is_sent_when_offered(
+    client: SesSmtpClient, upstream: SmtpUpstream
+) -> None:
+    """smtputf8=True puts SMTPUTF8 on MAIL even when every address is ASCII (the headers may
+    need it); without it an ASCII message goes without SMTPUTF8."""
+    assert (await client.send(message("to@example.com", smtputf8=True))).all_accepted
+    assert (await client.send(message("to@example.com"))).all_accepted
+    asked, plain = upstream.messages
+    assert asked.sender.isascii() and asked.recipients == ("to@example.com",)
+    assert "SMTPUTF8" in asked.mail_options
+    assert "SMTPUTF8" not in plain.mail_options
+
+
+async def test_ascii_body_marked_8bit_goes_without_body_parameter_to_a_7bit_server(
+    certificates: TestCertificates, fake_time: FakeTime
+) -> None:
+    """A message marked 8-bit whose body is ASCII is sent without BODY= to a server that does not
+    offer 8BITMIME (which would answer BODY=8BITMIME with 555)."""
+    async with SmtpUpstream(certificates.server_context(), eightbitmime=False) as upstream:
+        async with make_client(upstream, certificates, fake_time) as client:
+            result = await client.send(message(eightbit=True))
+    assert result.all_accepted
+    [received] = upstream.messages
+    assert not any(option.startswith("BODY=") for option in received.mail_options)
+    assert received.data == BODY
+
+
+@pytest.mark.parametrize("eightbit", [True, False])
+async def test_8bit_body_to_a_server_without_8bitmime_is_refused_unsent(
+    certificates: TestCertificates, fake_time: FakeTime, eightbit: bool
+) -> None:
+    """RFC 6152: 8-bit octets never go to a server that does not offer 8BITMIME; the client does
+    not convert them, so the recipients are REFUSED with 554 5.6.3 and nothing is sent."""
+    body = "Subject: gruss\r\n\r\nGrüße\r\n".encode()
+    async with SmtpUpstream(certificates.server_context(), eightbitmime=False) as upstream:
+        async with make_client(upstream, certificates, fake_time) as client:
+            result = await client.send(message(data=body, eightbit=eightbit))
+            assert client.stats.idle == 1  # nothing was sent: the session stays usable
+    [recipient] = result.recipients
+    assert recipient.outcome is Outcome.REFUSED
+    assert recipient.code == 554
+    assert recipient.text.startswith("5.6.3") and "8BITMIME" in recipient.text
+    assert result.attempts == 1
     assert upstream.accepted == 0
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import attrs
 import pytest
 
 from ses_core.smtp_replies import (
@@ -93,3 +94,19 @@ def test_send_result_groups_recipients_and_combines_chunks() -> None:
     assert combined.ambiguous
     assert not combined.all_accepted
     assert SendResult((ok,)).all_accepted
+
+
+@pytest.mark.parametrize("field", [f.name for f in attrs.fields(RecipientResult)])
+def test_recipient_result_is_frozen(field: str) -> None:
+    """Assigning to any RecipientResult field raises FrozenInstanceError."""
+    result = RecipientResult.from_reply("a@x", 250, "Ok")
+    with pytest.raises(attrs.exceptions.FrozenInstanceError):
+        setattr(result, field, getattr(result, field))
+
+
+@pytest.mark.parametrize("field", [f.name for f in attrs.fields(SendResult)])
+def test_send_result_is_frozen(field: str) -> None:
+    """Assigning to any SendResult field raises FrozenInstanceError."""
+    result = SendResult((RecipientResult.from_reply("a@x", 250, "Ok"),))
+    with pytest.raises(attrs.exceptions.FrozenInstanceError):
+        setattr(result, field, getattr(result, field))

@@ -43,6 +43,7 @@ _LEADING_DOT = re.compile(rb"(?m)^\.")
 Charge = Callable[[int], Awaitable["Reply | None"]]
 
 SMTPUTF8_MISSING = "5.6.7 message needs SMTPUTF8 but the upstream does not offer it"
+EIGHTBITMIME_MISSING = "5.6.3 message has 8-bit content but the upstream does not offer 8BITMIME"
 
 
 @attrs.frozen
@@ -175,6 +176,12 @@ async def run_transaction(
     if needs_utf8 and not smtp.supports_extension("smtputf8"):
         return TransactionOutcome.for_all(
             recipients, Reply(553, SMTPUTF8_MISSING, ReplyClass.PERMANENT), reusable=True
+        )
+    if not smtp.supports_extension("8bitmime") and not envelope.payload.wire.isascii():
+        # RFC 6152: 8-bit octets must never go to a server without 8BITMIME; the client does
+        # not downgrade to 7-bit MIME, so it reports the message undeliverable there.
+        return TransactionOutcome.for_all(
+            recipients, Reply(554, EIGHTBITMIME_MISSING, ReplyClass.PERMANENT), reusable=True
         )
     options = []
     if smtp.supports_extension("size"):

@@ -4,8 +4,9 @@
 TLS), AUTH PLAIN/LOGIN required before MAIL, SMTPUTF8 and 8BITMIME offered, replies in SES's
 wording. It records every accepted message (with its Message-ID), and a small fault script makes
 it answer like SES on a bad day: throttling, daily quota, auth hiccups, 421, permanent refusals,
-per-recipient refusals, or a connection dropped at any step, including the ambiguous moment after
-the final '.' (the message is kept, the reply never sent). Faults can be changed while it runs:
+per-recipient refusals, or a connection dropped at any step (EHLO and AUTH included), including
+the ambiguous moment after the final '.' (the message is kept, the reply never sent). Faults can be
+changed while it runs:
 
     async with SmtpUpstream(certificates.server_context()) as upstream:
         upstream.faults.set(Fault.reply(Stage.MAIL, *SES_THROTTLED), times=2)
@@ -13,7 +14,16 @@ the final '.' (the message is kept, the reply never sent). Faults can be changed
         ...
         assert upstream.messages[0].message_id == "<1@example.com>"
 
-With `record=False` it is a counting sink for benchmarks.
+With `record=False` it is a counting sink for benchmarks; with `eightbitmime=False` it stands for
+a 7-bit-only server (see `SmtpUpstream`).
+
+EHLO faults count every EHLO command: a STARTTLS session says EHLO twice (before STARTTLS, and
+again after it, as RFC 3207 requires), an implicit-TLS session once. So with STARTTLS `times=1`
+strikes the next EHLO, the clear-text one of the next session to open. To strike the EHLO under
+TLS, let the first one pass with a zero-second stall set before the fault (earlier rules win):
+
+    upstream.faults.set(Fault.stall(Stage.EHLO, 0.0))  # the clear-text EHLO, unchanged
+    upstream.faults.set(Fault.drop(Stage.EHLO))  # the EHLO under TLS
 
 Two aiosmtpd pitfalls are handled here (see ses-facts.md): with implicit TLS aiosmtpd does not
 count the session as encrypted and so neither offers nor accepts AUTH; the subclass marks an
@@ -35,7 +45,7 @@ from email.parser import BytesHeaderParser
 from typing import Any
 
 import attrs
-from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
+from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session, syntax
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +60,12 @@ SES_BAD_CREDENTIALS = (535, "Authentication Credentials Invalid")
 SES_TOO_LONG = (552, "Message is too long")
 SES_NOT_VERIFIED = (554, "Message rejected: Email address is not verified.")
 SES_INVALID_ADDRESS = (553, "5.1.3 Invalid email address")
+SES_ACCESS_DENIED = (
+    554,
+    "Access denied: User `arn:aws:iam::123456789012:user/ses-smtp-user' is not authorized to "
+    "perform `ses:SendRawEmail' on resource "
+    "`arn:aws:ses:eu-west-1:123456789012:identity/example.com'",
+)
 
 #: SES accepts at most 40 MB after encoding.
 SES_MAX_SIZE = 40 * 1024 * 1024
@@ -61,8 +77,9 @@ class Stage(enum.Enum):
     """Where in a session a fault strikes."""
 
     CONNECT = "connect"  # instead of the 220 greeting
+    EHLO = "ehlo"  # instead of the EHLO reply; every EHLO counts (see the module docstring)
     STARTTLS = "starttls"  # the TLS handshake fails (any fault)
-    AUTH = "auth"  # instead of 235
+    AUTH = "auth"  # instead of 235 (or 535), once the credentials have arrived
     MAIL = "mail"  # instead of the MAIL reply ("drop before MAIL" answers nothing)
     RCPT = "rcpt"  # instead of a RCPT reply, optionally for one recipient only
     DATA = "data"  # instead of 354 (the body has not been sent)
@@ -96,7 +113,7 @@ class Fault:
         code: the reply code (REPLY only).
         text: the reply text (REPLY only).
         recipient: for RCPT faults, the only recipient it applies to (None: any).
-        delay: seconds to wait before acting (ignored at AUTH and STARTTLS).
+        delay: seconds to wait before acting (ignored at STARTTLS).
     """
 
     stage: Stage
@@ -256,6 +273,9 @@ class _UpstreamSession(SMTP):
     def __init__(self, upstream: SmtpUpstream, **kwargs: Any) -> None:
         super().__init__(_Handler(upstream), **kwargs)
         self.upstream = upstream
+        # Set by the (synchronous) authenticator, acted on by `_scripted_auth`. The name must not
+        # start with "auth_": aiosmtpd takes every such attribute for an AUTH mechanism.
+        self._pending_auth_fault: Fault | None = None
 
     def _create_session(self) -> Session:
         return _QuietSession(self.loop)
@@ -304,6 +324,38 @@ class _UpstreamSession(SMTP):
                 self.transport.close()
             return
         await super()._handle_client()
+
+    @syntax("EHLO hostname")
+    async def smtp_EHLO(self, hostname: str) -> None:
+        fault = await self.apply(Stage.EHLO)
+        if fault is None:
+            await super().smtp_EHLO(hostname)
+        elif fault.drops:
+            await self.hang_up()
+        else:
+            await self.push(fault.line)
+
+    async def auth_PLAIN(self, _: Any, args: list[str]) -> AuthResult:
+        return await self._scripted_auth(await super().auth_PLAIN(_, args))
+
+    async def auth_LOGIN(self, _: Any, args: list[str]) -> AuthResult:
+        return await self._scripted_auth(await super().auth_LOGIN(_, args))
+
+    async def _scripted_auth(self, result: AuthResult) -> AuthResult:
+        """Act on the AUTH fault the authenticator took: wait its delay, then drop or answer.
+
+        aiosmtpd calls the authenticator synchronously, between reading the credentials and
+        sending the reply; it can only choose the reply. Waiting and hanging up happen here,
+        after it has returned and before aiosmtpd replies, so a drop sends nothing at all.
+        """
+        fault, self._pending_auth_fault = self._pending_auth_fault, None
+        if fault is None:
+            return result
+        if fault.delay > 0:
+            await asyncio.sleep(fault.delay)
+        if fault.drops:
+            await self.hang_up()
+        return result
 
     async def smtp_STARTTLS(self, arg: str) -> None:
         fault = self.upstream.faults.take(Stage.STARTTLS)
@@ -399,6 +451,9 @@ class SmtpUpstream:
         connections_opened: TCP connections accepted so far.
         auth_attempts: AUTH exchanges seen (any outcome).
         auth_in_clear: AUTH exchanges seen on an unencrypted session (must stay 0).
+
+    With `eightbitmime=False` the server does not offer 8BITMIME and answers a MAIL with
+    `BODY=8BITMIME` with 555, as a 7-bit-only server does (SES offers 8BITMIME).
     """
 
     def __init__(
@@ -412,6 +467,7 @@ class SmtpUpstream:
         smtputf8: bool = True,
         record: bool = True,
         data_size_limit: int = SES_MAX_SIZE,
+        eightbitmime: bool = True,
     ) -> None:
         if mode is not TlsMode.NONE and tls_context is None:
             message = f"TLS mode {mode.value} needs a server tls_context"
@@ -430,6 +486,7 @@ class SmtpUpstream:
         self._smtputf8 = smtputf8
         self._record = record
         self._data_size_limit = data_size_limit
+        self._eightbitmime = eightbitmime
         self._server: asyncio.Server | None = None
         self._sessions: set[_UpstreamSession] = set()
         self._ids = itertools.count(1)
@@ -497,6 +554,9 @@ class SmtpUpstream:
             tls_context=self._tls_context if self.mode is TlsMode.STARTTLS else None,
             require_starttls=self.mode is TlsMode.STARTTLS,
             enable_SMTPUTF8=self._smtputf8,
+            # aiosmtpd's decode_data mode is its 7-bit server: no 8BITMIME in EHLO, and a MAIL
+            # with BODY=8BITMIME answered 555. The raw octets are still recorded as received.
+            decode_data=not self._eightbitmime,
             data_size_limit=self._data_size_limit,
             auth_required=self._credentials is not None and not plain,
             auth_require_tls=not plain,
@@ -516,7 +576,11 @@ class SmtpUpstream:
         if not server.encrypted:
             self.auth_in_clear += 1
         fault = self.faults.take(Stage.AUTH)
-        if fault is not None and fault.action is not Action.STALL:
+        # The session waits out the fault's delay and drops the connection (`_scripted_auth`).
+        server._pending_auth_fault = fault
+        if fault is not None and fault.drops:
+            return AuthResult(success=False, handled=True)  # handled: aiosmtpd sends no reply
+        if fault is not None and fault.action is Action.REPLY:
             return AuthResult(success=False, handled=False, message=fault.line)
         if self._credentials is None or not isinstance(auth_data, LoginPassword):
             return AuthResult(success=False, handled=False)
