@@ -130,6 +130,9 @@ class SendQuotaPoller:
         self._sent_since_poll = 0
         self._exhausted_reported = False
         self._last_call = -math.inf
+        # Concurrent refreshes (the polling task and a caller) must take turns: each would
+        # otherwise compute the same wait from `_last_call` and call SES at the same moment.
+        self._call_lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
 
     @property
@@ -237,12 +240,14 @@ class SendQuotaPoller:
         return None
 
     async def _call(self, method: Any) -> Mapping[str, Any]:
-        gap = self._last_call + MIN_CALL_SPACING - self._clock()
-        if gap > 0:
-            await self._sleep(gap)
-        self._last_call = self._clock()
-        response: Mapping[str, Any] = await asyncio.to_thread(method)
-        return response
+        """Call SES at least `MIN_CALL_SPACING` after the previous call, one call at a time."""
+        async with self._call_lock:
+            gap = self._last_call + MIN_CALL_SPACING - self._clock()
+            if gap > 0:
+                await self._sleep(gap)
+            self._last_call = self._clock()
+            response: Mapping[str, Any] = await asyncio.to_thread(method)
+            return response
 
 
 class QuotaGuardedLimiter:

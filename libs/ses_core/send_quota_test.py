@@ -8,6 +8,7 @@ real boto3 `sesv2` client (requests and responses are validated against the API 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Iterator
 from typing import Any, TypeVar
@@ -218,6 +219,27 @@ async def test_polls_periodically_and_keeps_last_rate_on_failure(
         assert limiter.rate == expected
     stubber.assert_no_pending_responses()
     await poller.stop()
+
+
+async def test_concurrent_refreshes_call_ses_at_least_one_second_apart(
+    clock: VirtualClock, sesv2: tuple[Any, Stubber]
+) -> None:
+    """Two refreshes started together just after a call take turns: SES sees one call per
+    second, not two calls at the same moment once the spacing wait is over."""
+    client, stubber = sesv2
+    for _ in range(3):
+        stubber.add_response("get_account", account())
+    called_at: list[float] = []
+    client.meta.events.register(
+        "before-parameter-build.sesv2.GetAccount", lambda **_: called_at.append(clock.now)
+    )
+    poller = poller_for(clock, limiter_for(clock), sesv2_client=client)
+    assert await drive(clock, poller.refresh())
+    both = asyncio.gather(poller.refresh(), poller.refresh())
+    assert await drive(clock, both) == [True, True]
+    assert len(called_at) == 3
+    assert all(later - earlier >= 1.0 for earlier, later in itertools.pairwise(called_at))
+    stubber.assert_no_pending_responses()
 
 
 async def test_start_twice_and_stop_twice_are_harmless(
