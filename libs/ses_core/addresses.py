@@ -13,7 +13,10 @@ Normalisation policy (the key):
 - the local part is Unicode-NFC-normalised and lower-cased. RFC 5321 allows a case-sensitive local
   part, but no mailbox provider in practice treats `Bob@` and `bob@` as different people, and a
   blacklist that misses a case variant keeps mailing someone who bounced or complained. We prefer
-  a rare false match to a repeated complaint.
+  a rare false match to a repeated complaint. Lower-casing is `str.lower()`, not case folding:
+  spellings that lower-case to the same text share a key (`Bob`/`BOB`, `ДИМА`/`дима`, `İ`/`i̇`),
+  but letters without a one-to-one case mapping keep theirs: `STRASSE` and `straße` differ, as do
+  a final `ς` and `σ`. Folding would merge them but would change keys already stored.
 - dots and `+tags` in the local part are kept: their meaning is provider-specific.
 """
 

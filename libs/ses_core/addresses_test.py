@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import attrs
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ses_core.addresses import MAX_INPUT_LENGTH, EmailAddress, normalize_address
 from ses_core.errors import InvalidAddress, SesCoreError
+
+#: Every property test runs without hypothesis' per-example deadline: on a busy 2-core CI machine
+#: the first examples (email-validator's imports, IDNA tables) are slow, not wrong.
+NO_DEADLINE = settings(deadline=None)
 
 
 @pytest.mark.parametrize(
@@ -68,6 +73,14 @@ def test_plus_tags_and_dots_are_kept() -> None:
     assert normalize_address("J.Doe+News@example.com") == "j.doe+news@example.com"
 
 
+def test_parsed_address_is_frozen() -> None:
+    """A parsed address cannot change in place: the parse cache hands one object to every caller."""
+    parsed = EmailAddress.parse("bob@example.com")
+    with pytest.raises(attrs.exceptions.FrozenInstanceError):
+        parsed.local_part = "eve"  # type: ignore[misc]
+    assert parsed.key == "bob@example.com"
+
+
 def test_str_is_the_bare_address() -> None:
     """str() gives what goes into MAIL FROM / RCPT TO."""
     assert str(EmailAddress.parse("Bob <bob@example.com>")) == "bob@example.com"
@@ -109,6 +122,7 @@ def test_invalid_address_is_also_a_value_error() -> None:
         EmailAddress.parse("nope")
 
 
+@NO_DEADLINE
 @given(st.text(max_size=300))
 def test_arbitrary_text_raises_nothing_but_invalid_address(text: str) -> None:
     """Any text either parses or raises InvalidAddress."""
@@ -118,24 +132,56 @@ def test_arbitrary_text_raises_nothing_but_invalid_address(text: str) -> None:
         pass
 
 
-_local = st.text(
-    alphabet="abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.+_-",
-    min_size=1,
-    max_size=30,
-).filter(lambda s: not s.startswith(".") and not s.endswith(".") and ".." not in s)
+_ASCII_LOCAL_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.+_-"
+#: Letters whose upper- and lower-case forms map one to one in every context: Latin accents,
+#: Turkish capital dotted I (lower-cases to i + U+0307), Cyrillic, Greek without sigma, and
+#: caseless CJK and Hangul.
+_ONE_TO_ONE_CASE_LETTERS = "äéñøÄÉÑØİДимаЖЯжяΑαΔδΩω日本語中文한국"
+#: Letters str.upper()/str.lower() do not map one to one: ß upper-cases to SS, capital sigma
+#: lower-cases to final ς at the end of a word, ŉ upper-cases to ʼN.
+_LOSSY_CASE_LETTERS = "ßΣσςŉ"
+
+
+def _local_parts(*characters: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
+    """Dot-atom local parts (no leading, trailing or doubled dot) drawn from `characters`."""
+    return st.text(st.one_of(*characters), min_size=1, max_size=30).filter(
+        lambda s: not s.startswith(".") and not s.endswith(".") and ".." not in s
+    )
+
+
+_case_safe_local = _local_parts(
+    st.sampled_from(_ASCII_LOCAL_CHARS), st.sampled_from(_ONE_TO_ONE_CASE_LETTERS)
+)
+_any_letter_local = _local_parts(
+    st.sampled_from(_ASCII_LOCAL_CHARS),
+    st.sampled_from(_ONE_TO_ONE_CASE_LETTERS + _LOSSY_CASE_LETTERS),
+    st.characters(categories=["L"]),
+)
 _domain = st.sampled_from(
     ["example.com", "Example.ORG", "bücher.de", "XN--BCHER-KVA.de", "пример.рф"]
 )
 
 
-@given(_local, _domain)
+@NO_DEADLINE
+@given(_any_letter_local, _domain)
 def test_normalisation_is_idempotent(local: str, domain: str) -> None:
-    """Parsing a key again yields the same key."""
+    """Parsing a key again yields the same key, whatever letters the local part holds."""
     key = normalize_address(f"{local}@{domain}")
     assert normalize_address(key) == key
 
 
-@given(_local, _domain)
+@NO_DEADLINE
+@given(_any_letter_local, _domain)
+def test_key_depends_only_on_the_lower_case_spelling(local: str, domain: str) -> None:
+    """Any spelling of an address shares the key of its str.lower() spelling (module doc)."""
+    for spelling in (local, local.upper(), local.title(), local.swapcase()):
+        assert normalize_address(f"{spelling}@{domain}") == normalize_address(
+            f"{spelling.lower()}@{domain.lower()}"
+        )
+
+
+@NO_DEADLINE
+@given(_case_safe_local, _domain)
 def test_case_variants_share_a_key(local: str, domain: str) -> None:
     """Upper- and lower-case spellings of the same address normalise identically."""
     assert normalize_address(f"{local.upper()}@{domain.upper()}") == normalize_address(
@@ -143,6 +189,23 @@ def test_case_variants_share_a_key(local: str, domain: str) -> None:
     )
 
 
+@pytest.mark.parametrize(
+    ("upper", "its_lower_case", "other_spelling"),
+    [("STRASSE", "strasse", "straße"), ("ΟΔΟΣ", "οδος", "οδοσ")],
+)
+def test_letters_without_a_one_to_one_case_mapping_are_not_folded(
+    upper: str, its_lower_case: str, other_spelling: str
+) -> None:
+    """Keys use str.lower(), not case folding: ß and ss, or σ and a final ς, stay distinct.
+
+    Case folding would merge them, but it would also change keys that are already stored.
+    """
+    key = normalize_address(f"{upper}@example.com")
+    assert key == normalize_address(f"{its_lower_case}@example.com")
+    assert key != normalize_address(f"{other_spelling}@example.com")
+
+
+@NO_DEADLINE
 @given(st.binary(max_size=100))
 def test_decoded_bytes_never_escape_the_typed_error(raw: bytes) -> None:
     """Whatever a client sends, decoded leniently, only InvalidAddress can come out."""
@@ -159,6 +222,7 @@ _ascii_soup = st.text(
 )
 
 
+@NO_DEADLINE
 @given(
     _ascii_soup,
     st.sampled_from(
