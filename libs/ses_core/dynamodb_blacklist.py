@@ -191,7 +191,7 @@ class DynamoDBBlacklist:
                     "dynamodb", region_name=region, endpoint_url=endpoint_url, config=config
                 )
             except botoexc.NoRegionError:
-                message = "no AWS region for DynamoDB: pass region= or set AWS_REGION"
+                message = "no AWS region for DynamoDB: pass region= or set AWS_DEFAULT_REGION"
                 raise ValueError(message) from None
         return cls(name, client=client)
 

@@ -41,6 +41,7 @@ from blacklist_cli.clients import AwsClients, Boto3Clients
 from blacklist_cli.output import entry_to_json, write_json_lines, write_table
 from blacklist_cli.suppression_sync import (
     SES_REASONS,
+    SES_CALLS_PER_SECOND,
     Pacer,
     Progress,
     SyncReport,
@@ -296,7 +297,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--rate",
         type=float,
         default=1.0,
-        help="PutSuppressedDestination calls per second (SES allows about 1; default 1)",
+        help="SES calls per second, list and put (SES allows about 1; default 1)",
     )
     export_ses.set_defaults(run=run_export_ses)
 
@@ -519,6 +520,7 @@ def run_import_ses(args: argparse.Namespace, context: Context) -> ExitCode:
             dry_run=args.dry_run,
             progress=bar,
             on_write=_planned(context, args.dry_run),
+            pacer=Pacer(SES_CALLS_PER_SECOND, sleep=context.sleep),
         )
     finally:
         _close(bar)

@@ -11,9 +11,10 @@ Rules:
 - export puts only addresses SES does not list yet; `complaint` entries (and entries imported
   from a COMPLAINT suppression) go in as COMPLAINT, everything else as BOUNCE, the only two
   reasons SES knows.
-- SES allows about one suppression-list call per second: writes are paced (`Pacer`), and
-  botocore's retry mode absorbs the odd throttle. An address SES refuses (`BadRequestException`)
-  is reported and skipped; any other error stops the run.
+- SES allows about one suppression-list call per second: every call, list pages and writes
+  alike, goes through one `Pacer`, so an export's listing and its writes share the budget, and
+  botocore's retry mode only has to absorb the odd throttle. An address SES refuses
+  (`BadRequestException`) is reported and skipped; any other error stops the run.
 - `dry_run` reads everything and writes nothing; `on_write` still reports each planned write.
 """
 
@@ -40,6 +41,8 @@ BLACKLIST_PAGE_SIZE = 500
 #: Detail prefix of entries imported from the suppression list.
 IMPORTED_DETAIL_PREFIX = "ses-suppression:"
 SES_REASONS = ("BOUNCE", "COMPLAINT")
+#: Suppression-list calls per second SES allows (non-sending SES API calls: about 1/s).
+SES_CALLS_PER_SECOND = 1.0
 
 
 class SuppressionListClient(Protocol):
@@ -139,13 +142,22 @@ class Pacer:
 
 
 def iter_suppressed(
-    client: SuppressionListClient, *, reasons: Collection[str] | None = None
+    client: SuppressionListClient,
+    *,
+    reasons: Collection[str] | None = None,
+    pacer: Pacer | None = None,
 ) -> Iterator[list[SuppressedDestination]]:
-    """Yield the suppression list page by page (follows NextToken until SES stops sending one)."""
+    """Yield the suppression list page by page (follows NextToken until SES stops sending one).
+
+    Each page is one paced call (`pacer`, default `SES_CALLS_PER_SECOND`): a list of 100,000
+    addresses is 100 calls, and unpaced they would burst past SES's limit.
+    """
+    pacer = pacer or Pacer(SES_CALLS_PER_SECOND)
     kwargs: dict[str, Any] = {"PageSize": SES_PAGE_SIZE}
     if reasons:
         kwargs["Reasons"] = sorted(reasons)
     while True:
+        pacer.wait()
         response = client.list_suppressed_destinations(**kwargs)
         yield [
             SuppressedDestination.from_summary(summary)
@@ -163,13 +175,14 @@ def import_from_ses(
     *,
     reasons: Collection[str] | None = None,
     dry_run: bool = False,
+    pacer: Pacer | None = None,
     progress: Progress | None = None,
     on_write: Callable[[str, str], None] | None = None,
 ) -> SyncReport:
     """Add every suppressed address the blacklist lacks; see the module docstring."""
     report = SyncReport(dry_run=dry_run)
     progress = progress if progress is not None else _NoProgress()
-    for page in iter_suppressed(client, reasons=reasons):
+    for page in iter_suppressed(client, reasons=reasons, pacer=pacer):
         valid: dict[str, SuppressedDestination] = {}
         for destination in page:
             report.seen += 1
@@ -223,8 +236,9 @@ def export_to_ses(
     from botocore.exceptions import ClientError
 
     report = SyncReport(dry_run=dry_run)
+    pacer = pacer or Pacer(SES_CALLS_PER_SECOND)
     suppressed: set[str] = set()
-    for page in iter_suppressed(client):
+    for page in iter_suppressed(client, pacer=pacer):
         for destination in page:
             try:
                 suppressed.add(normalize_address(destination.address))
@@ -246,7 +260,6 @@ def export_to_ses(
         if cursor is None:
             break
     progress = progress_factory(len(pending)) if progress_factory else _NoProgress()
-    pacer = pacer or Pacer(1.0)
     for entry in pending:
         reason = ses_reason_for(entry)
         if on_write is not None:

@@ -6,9 +6,9 @@ validates every request and response against the real SES v2 API model instead.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import boto3
 import pytest
@@ -21,6 +21,7 @@ from blacklist_cli.suppression_sync import (
     SuppressedDestination,
     export_to_ses,
     import_from_ses,
+    iter_suppressed,
     ses_reason_for,
 )
 from ses_core.blacklist import BlacklistEntry, BlacklistEvent, BlacklistReason, InMemoryBlacklist
@@ -116,9 +117,12 @@ def test_import_follows_pages_and_adds_missing_addresses(sesv2: tuple[Any, Stubb
     expect_list(stubber, [summary("b@example.org", "COMPLAINT", T2)], token="page-2")
     blacklist = InMemoryBlacklist()
     progress = CountingProgress()
-    report = import_from_ses(blacklist, client, progress=progress)
+    clock = FakeClock()
+    pacer = Pacer(1.0, clock=clock, sleep=clock.sleep)
+    report = import_from_ses(blacklist, client, pacer=pacer, progress=progress)
     assert (report.seen, report.written, report.already_present) == (2, 2, 0)
     assert progress.done == 2
+    assert clock.sleeps == [1.0]  # the second page waited for its turn
     entry = blacklist.get("a@example.com")
     assert entry == BlacklistEntry.manual(
         "a@example.com", reason=BlacklistReason.IMPORTED, detail="ses-suppression:BOUNCE", now=T1
@@ -126,6 +130,36 @@ def test_import_follows_pages_and_adds_missing_addresses(sesv2: tuple[Any, Stubb
     other = blacklist.get("b@example.org")
     assert other is not None and other.detail == "ses-suppression:COMPLAINT"
     assert other.last_seen == T2
+
+
+class TimedClient:
+    """Delegates to a (stubbed) sesv2 client and notes the clock when each list call starts."""
+
+    def __init__(self, inner: Any, clock: FakeClock) -> None:
+        self.inner = inner
+        self.clock = clock
+        self.list_starts: list[float] = []
+
+    def list_suppressed_destinations(self, **kwargs: Any) -> Mapping[str, Any]:
+        self.list_starts.append(self.clock())
+        return cast("Mapping[str, Any]", self.inner.list_suppressed_destinations(**kwargs))
+
+    def put_suppressed_destination(self, **kwargs: Any) -> Mapping[str, Any]:
+        return cast("Mapping[str, Any]", self.inner.put_suppressed_destination(**kwargs))
+
+
+def test_list_pages_are_spaced_by_the_pacer(sesv2: tuple[Any, Stubber]) -> None:
+    """Each ListSuppressedDestinations page starts at least 1/rate after the previous one."""
+    client, stubber = sesv2
+    expect_list(stubber, [summary("a@example.com")], next_token="page-2")
+    expect_list(stubber, [summary("b@example.com")], token="page-2", next_token="page-3")
+    expect_list(stubber, [], token="page-3")
+    clock = FakeClock()
+    timed = TimedClient(client, clock)
+    pages = list(iter_suppressed(timed, pacer=Pacer(1.0, clock=clock, sleep=clock.sleep)))
+    assert [len(page) for page in pages] == [1, 1, 0]
+    assert timed.list_starts == [100.0, 101.0, 102.0]
+    assert clock.sleeps == [1.0, 1.0]
 
 
 def test_import_keeps_existing_entries(sesv2: tuple[Any, Stubber]) -> None:
@@ -211,7 +245,8 @@ def test_export_puts_only_missing_addresses_with_mapped_reasons(sesv2: tuple[Any
     clock = FakeClock()
     report = export_to_ses(blacklist, client, pacer=Pacer(1.0, clock=clock, sleep=clock.sleep))
     assert (report.seen, report.written, report.already_present) == (4, 3, 1)
-    assert clock.sleeps == [1.0, 1.0]
+    # The listing and the three writes share one pacer: every write waits its second.
+    assert clock.sleeps == [1.0, 1.0, 1.0]
 
 
 def test_export_reason_filter_and_progress_total(sesv2: tuple[Any, Stubber]) -> None:

@@ -1,11 +1,15 @@
 """Lambda entry point: `handler(event, context)`, wired once per container from the environment.
 
-Importing this module is cheap and reads no environment, so tests (and the packaged zip's
-`lambda_function` shim) can import it anywhere. The first invocation in a container reads and
-validates `LambdaConfig` (a bad variable fails that invocation with a message naming it), builds
-the DynamoDB blacklist and the SES client (boto3 is imported only then), configures logging and
-keeps the result for the container's lifetime. `make_handler` wires the same thing from explicit
-parts, for tests and embedding.
+Inside Lambda (`AWS_LAMBDA_FUNCTION_NAME` is set) the module wires itself when the runtime imports
+it: it configures logging, reads and validates `LambdaConfig` and builds the DynamoDB blacklist
+and the SES client (boto3 is imported only then). A bad variable therefore fails the container's
+init phase with a message naming it, before any notification is handed to the function, and the
+clients are built during init instead of on the first invocation's clock.
+
+Anywhere else (tests, tooling, the import-time benchmark) importing is cheap and reads no
+environment; the first invocation wires the handler instead, with the same validation. Either
+way the result is kept for the container's lifetime. `make_handler` wires the same thing from
+explicit parts, for tests and embedding.
 """
 
 from __future__ import annotations
@@ -96,6 +100,11 @@ def _configure_logging(environ: Mapping[str, str]) -> None:
 
 def handler(event: Mapping[str, Any], context: Any) -> dict[str, Any] | None:
     """The Lambda handler (`lambda_function.handler` in the packaged zip)."""
+    return _wired()(event, context)
+
+
+def _wired() -> Handler:
+    """The container's handler, wired from the environment on first use."""
     global _built
     built = _built
     if built is None:
@@ -106,11 +115,11 @@ def handler(event: Mapping[str, Any], context: Any) -> dict[str, Any] | None:
                     _built = build_from_environ(os.environ)
                 except ValueError:
                     # ConfigError names the variable; log it so the first line in CloudWatch
-                    # says what to fix, then fail the invocation with it.
+                    # says what to fix, then fail the init phase (or invocation) with it.
                     log.exception("invalid configuration")
                     raise
             built = _built
-    return built(event, context)
+    return built
 
 
 def reset() -> None:
@@ -118,3 +127,13 @@ def reset() -> None:
     global _built
     with _lock:
         _built = None
+
+
+def running_in_lambda(environ: Mapping[str, str] = os.environ) -> bool:
+    """True inside the Lambda runtime, which always sets `AWS_LAMBDA_FUNCTION_NAME`."""
+    return bool(environ.get("AWS_LAMBDA_FUNCTION_NAME"))
+
+
+# Validate and wire at import inside Lambda, so a misconfigured function fails its init phase.
+if running_in_lambda():
+    _wired()

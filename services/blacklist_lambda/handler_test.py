@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import subprocess
+import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -471,6 +474,83 @@ def test_module_handler_builds_once_from_the_environment(
         ["jane@example.com", "richard@example.com"]
     )
     assert sorted(found) == ["jane@example.com", "richard@example.com"]
+
+
+#: Imports the handler module in a fresh interpreter (sys.path from argv[1]) and prints whether
+#: the import wired it; a failing import exits non-zero with its traceback on stderr.
+IMPORT_HANDLER = """
+import json, sys
+sys.path[:0] = json.loads(sys.argv[1])
+from blacklist_lambda import handler
+print("wired" if handler._built is not None else "lazy")
+"""
+IMPORT_TIMEOUT = 60
+
+
+def import_in_fresh_interpreter(
+    tmp_path: Path, **variables: str
+) -> subprocess.CompletedProcess[str]:
+    """Import blacklist_lambda.handler in a new interpreter whose environment is only `variables`
+    plus dummy AWS credentials (no AWS configuration files, no instance metadata)."""
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_REGION": REGION,  # the Lambda runtime sets both
+        "AWS_DEFAULT_REGION": REGION,
+        "AWS_EC2_METADATA_DISABLED": "true",
+        "AWS_CONFIG_FILE": str(tmp_path / "no-aws-config"),
+        "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "no-aws-credentials"),
+        **variables,
+    }
+    path = json.dumps([entry for entry in sys.path if entry])
+    return subprocess.run(
+        [sys.executable, "-c", IMPORT_HANDLER, path],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=IMPORT_TIMEOUT,
+        check=False,
+    )
+
+
+LAMBDA_CONFIG = {
+    "SES_REGION": REGION,
+    "EMAIL_FROM": SENDER,
+    "EMAIL_TO": "ops@example.com",
+    "DYNAMODB_TABLE": TABLE,
+}
+
+
+def test_bad_config_fails_the_lambda_init_phase_naming_the_variable(tmp_path: Path) -> None:
+    """Inside Lambda a malformed variable makes the module import itself fail, naming it."""
+    result = import_in_fresh_interpreter(
+        tmp_path,
+        AWS_LAMBDA_FUNCTION_NAME="blacklist",
+        **{**LAMBDA_CONFIG, "EMAIL_TO": "not-an-address"},
+    )
+    assert result.returncode != 0
+    assert result.stdout == ""
+    last_line = result.stderr.strip().splitlines()[-1]
+    assert last_line.startswith("blacklist_lambda.config.ConfigError: EMAIL_TO:"), last_line
+    assert "invalid configuration" in result.stderr
+
+
+def test_lambda_init_phase_wires_the_handler(tmp_path: Path) -> None:
+    """Inside Lambda a valid configuration is read and the clients built at import."""
+    result = import_in_fresh_interpreter(
+        tmp_path, AWS_LAMBDA_FUNCTION_NAME="blacklist", **LAMBDA_CONFIG
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["wired"]
+
+
+def test_import_outside_lambda_reads_no_environment(tmp_path: Path) -> None:
+    """Outside Lambda the module imports without any configuration and wires nothing yet."""
+    result = import_in_fresh_interpreter(tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["lazy"]
 
 
 # -- least privilege ---------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,11 @@ from cfnlint.decode import decode
 TEMPLATE = Path(__file__).with_name("template.yaml")
 TABLE_ARN = "arn:${AWS::Partition}:dynamodb:${AWS::Region}:${AWS::AccountId}:table/${Table}"
 TABLE_NAME = {"Fn::If": ["CreateTable", {"Ref": "BlacklistTable"}, {"Ref": "ExistingTableName"}]}
+SES_ARN = "arn:${AWS::Partition}:ses:${Region}:${AWS::AccountId}"
+IDENTITY_ARN = SES_ARN + ":identity/${AlertIdentity}"
+CONFIGURATION_SET_ARN = SES_ARN + ":configuration-set/${Set}"
+SES_REGION = {"Fn::If": ["SesRegionIsStackRegion", {"Ref": "AWS::Region"}, {"Ref": "SesRegion"}]}
+ALERT_SET = {"Fn::If": ["AnyAlertConfigurationSet", "*", {"Ref": "AlertConfigurationSet"}]}
 
 
 @pytest.fixture(scope="module")
@@ -86,13 +92,31 @@ def test_lambda_role_may_only_write_table_send_alert_and_log(template: dict[str,
 
     alert = statements["SendAdminAlert"]
     assert sorted(alert["Action"]) == ["ses:SendEmail", "ses:SendRawEmail"]
-    identity_arn, _ = alert["Resource"]["Fn::Sub"]
-    assert identity_arn.endswith(":identity/${AlertIdentity}")
+    assert alert["Resource"] == [
+        {"Fn::Sub": [IDENTITY_ARN, {"Region": SES_REGION}]},
+        {"Fn::Sub": [CONFIGURATION_SET_ARN, {"Region": SES_REGION, "Set": ALERT_SET}]},
+    ]
     assert alert["Condition"] == {"StringEquals": {"ses:FromAddress": {"Ref": "EmailFrom"}}}
 
     logs = statements["WriteOwnLogGroup"]
     assert sorted(logs["Action"]) == ["logs:CreateLogStream", "logs:PutLogEvents"]
     assert logs["Resource"] == {"Fn::GetAtt": ["FunctionLogGroup", "Arn"]}
+
+
+def test_alert_configuration_set_is_optional_and_narrows_the_grant(
+    template: dict[str, Any],
+) -> None:
+    """AlertConfigurationSet defaults to empty (any set, in the alert's SES region only); naming
+    a set restricts the grant to it, and only valid configuration-set names are accepted."""
+    parameter = template["Parameters"]["AlertConfigurationSet"]
+    assert parameter["Type"] == "String"
+    assert parameter["Default"] == ""
+    pattern = re.compile(f"^(?:{parameter['AllowedPattern']})$")
+    assert pattern.match("") and pattern.match("ses-relay_alerts-1")
+    assert not pattern.match("a/b") and not pattern.match("x" * 65)
+    assert template["Conditions"]["AnyAlertConfigurationSet"] == {
+        "Fn::Equals": [{"Ref": "AlertConfigurationSet"}, ""]
+    }
 
 
 def test_relay_policy_is_read_only_on_the_table(template: dict[str, Any]) -> None:
