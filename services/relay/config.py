@@ -138,9 +138,22 @@ ENVIRONMENT_VARIABLES: Final[tuple[tuple[str, str, str, str], ...]] = (
     ),
     (
         "RELAY_BLACKLIST_CACHE_TTL",
-        "Seconds a 'not blacklisted' answer is cached (blacklisted answers: 300 s).",
+        "Seconds a 'not blacklisted' answer is cached (0 = not cached).",
         "30",
         "10",
+    ),
+    (
+        "RELAY_BLACKLIST_CACHE_BLACKLISTED_TTL",
+        "Seconds a 'blacklisted' answer is cached, so how long a removed address stays refused "
+        "(0 = not cached).",
+        "300",
+        "60",
+    ),
+    (
+        "RELAY_BLACKLIST_CACHE_MAX_ENTRIES",
+        "Answers the blacklist cache keeps (least recently used dropped first).",
+        "100000",
+        "500000",
     ),
     (
         "RELAY_LOCAL_OUTBOX",
@@ -215,6 +228,9 @@ class RelayConfig:
         implicit_tls, tls_cert_path, tls_key_path: TLS on the listener (STARTTLS when not implicit).
         upstream_*: the SES SMTP endpoint; `upstream_host is None` means local mode.
         rate_limit: recipients per second, `None` for `auto` (read from SES).
+        blacklist_cache_ttl: seconds a "not blacklisted" answer is cached (the variable's name
+            predates the other two cache settings); blacklist_cache_blacklisted_ttl: the same for
+            "blacklisted" answers; blacklist_cache_max_entries: the cache's size bound.
         metrics_port: `None` = endpoint off; `0` (programmatic only) = ephemeral port for tests.
     """
 
@@ -251,6 +267,8 @@ class RelayConfig:
     blacklist_sqlite: Path | None = None
     blacklist_drop: bool = False
     blacklist_cache_ttl: float = 30.0
+    blacklist_cache_blacklisted_ttl: float = 300.0
+    blacklist_cache_max_entries: int = 100_000
 
     use_apikey: bool = False
     api_keys_table: str | None = None
@@ -407,6 +425,12 @@ class RelayConfig:
             blacklist_sqlite=sqlite,
             blacklist_drop=mode == "drop",
             blacklist_cache_ttl=env.number("RELAY_BLACKLIST_CACHE_TTL", 30.0, minimum=0.0),
+            blacklist_cache_blacklisted_ttl=env.number(
+                "RELAY_BLACKLIST_CACHE_BLACKLISTED_TTL", 300.0, minimum=0.0
+            ),
+            blacklist_cache_max_entries=env.integer(
+                "RELAY_BLACKLIST_CACHE_MAX_ENTRIES", 100_000, minimum=1
+            ),
             use_apikey=use_apikey,
             api_keys_table=api_keys_table,
             auth_users=users,

@@ -105,6 +105,37 @@ def test_new_settings_are_parsed(tmp_path: Path) -> None:
     assert config.pool_size == 8 and config.grace_period == 3.0 and config.redis_degrade
 
 
+def test_blacklist_cache_settings_default_to_the_cache_defaults() -> None:
+    """Unset, the cache keeps blacklisted answers 300 s, others 30 s, at most 100,000 of them."""
+    config = RelayConfig.from_environ({})
+    assert config.blacklist_cache_blacklisted_ttl == 300.0
+    assert config.blacklist_cache_ttl == 30.0
+    assert config.blacklist_cache_max_entries == 100_000
+
+
+async def test_blacklist_cache_settings_reach_the_cache(tmp_path: Path) -> None:
+    """Both TTLs and the size bound are read from the environment and given to the cache."""
+    from relay.wiring import Closer, build_blacklist
+    from ses_core.blacklist_cache import CachedBlacklist
+
+    config = RelayConfig.from_environ(
+        {
+            "RELAY_BLACKLIST_SQLITE": str(tmp_path / "bl.sqlite3"),
+            "RELAY_BLACKLIST_CACHE_TTL": "5",
+            "RELAY_BLACKLIST_CACHE_BLACKLISTED_TTL": "42.5",
+            "RELAY_BLACKLIST_CACHE_MAX_ENTRIES": "1234",
+        }
+    )
+    closers: list[Closer] = []
+    cache = build_blacklist(config, closers, {})
+    try:
+        assert isinstance(cache, CachedBlacklist)
+        assert (cache.positive_ttl, cache.negative_ttl, cache.max_entries) == (42.5, 5.0, 1234)
+    finally:
+        for close in closers:
+            await close()
+
+
 @pytest.mark.parametrize(
     ("environ", "variable"),
     [
@@ -124,6 +155,12 @@ def test_new_settings_are_parsed(tmp_path: Path) -> None:
         ({"RELAY_MAX_WAIT": "-1"}, "RELAY_MAX_WAIT"),
         ({"RELAY_MAX_WAIT": "inf"}, "RELAY_MAX_WAIT"),
         ({"RELAY_POOL_SIZE": "0"}, "RELAY_POOL_SIZE"),
+        ({"RELAY_BLACKLIST_CACHE_TTL": "-1"}, "RELAY_BLACKLIST_CACHE_TTL"),
+        ({"RELAY_BLACKLIST_CACHE_BLACKLISTED_TTL": "-5"}, "RELAY_BLACKLIST_CACHE_BLACKLISTED_TTL"),
+        ({"RELAY_BLACKLIST_CACHE_BLACKLISTED_TTL": "5m"}, "RELAY_BLACKLIST_CACHE_BLACKLISTED_TTL"),
+        ({"RELAY_BLACKLIST_CACHE_BLACKLISTED_TTL": "nan"}, "RELAY_BLACKLIST_CACHE_BLACKLISTED_TTL"),
+        ({"RELAY_BLACKLIST_CACHE_MAX_ENTRIES": "0"}, "RELAY_BLACKLIST_CACHE_MAX_ENTRIES"),
+        ({"RELAY_BLACKLIST_CACHE_MAX_ENTRIES": "1e5"}, "RELAY_BLACKLIST_CACHE_MAX_ENTRIES"),
         ({"RELAY_LOCAL_SMTP_URL": "http://x"}, "RELAY_LOCAL_SMTP_URL"),
         ({"RELAY_LOG_LEVEL": "LOUD"}, "RELAY_LOG_LEVEL"),
         ({"RELAY_REDIS_UNAVAILABLE": "ignore"}, "RELAY_REDIS_UNAVAILABLE"),

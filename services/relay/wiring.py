@@ -216,7 +216,12 @@ def build_blacklist(
         closers.append(close_probe)
     else:
         return None
-    return CachedBlacklist(inner, negative_ttl=config.blacklist_cache_ttl)
+    return CachedBlacklist(
+        inner,
+        positive_ttl=config.blacklist_cache_blacklisted_ttl,
+        negative_ttl=config.blacklist_cache_ttl,
+        max_entries=config.blacklist_cache_max_entries,
+    )
 
 
 async def build_components(
