@@ -195,6 +195,14 @@ ENVIRONMENT_VARIABLES: Final[tuple[tuple[str, str, str, str], ...]] = (
         "200",
     ),
     ("RELAY_SESSION_TIMEOUT", "Idle seconds before a client session is closed.", "300", "60"),
+    (
+        "RELAY_JUNK_COMMAND_LIMIT",
+        "Commands without mail (NOOP, RSET, VRFY, HELP, EHLO, protocol errors) a session may send"
+        " between two messages before it is closed with 421; stops slow-loris clients, which the"
+        " idle timeout alone cannot (like Postfix's `smtpd_junk_command_limit`).",
+        "100",
+        "20",
+    ),
     ("RELAY_GRACE_PERIOD", "Seconds in-flight transactions get on SIGTERM/SIGINT.", "30", "10"),
     (
         "RELAY_METRICS_HOST",
@@ -283,6 +291,7 @@ class RelayConfig:
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE
     max_recipients: int = 1000
     session_timeout: float = 300.0
+    junk_command_limit: int = 100
     grace_period: float = 30.0
     metrics_host: str = "127.0.0.1"
     metrics_port: int | None = None
@@ -444,6 +453,7 @@ class RelayConfig:
             ),
             max_recipients=env.integer("RELAY_MAX_RECIPIENTS", 1000, minimum=1),
             session_timeout=env.number("RELAY_SESSION_TIMEOUT", 300.0, minimum=1.0),
+            junk_command_limit=env.integer("RELAY_JUNK_COMMAND_LIMIT", 100, minimum=1),
             grace_period=env.number("RELAY_GRACE_PERIOD", 30.0, minimum=0.0),
             metrics_host=env.text("RELAY_METRICS_HOST") or "127.0.0.1",
             metrics_port=metrics_port,

@@ -75,6 +75,11 @@ class RelayMetrics:
         )
         self.sessions = Gauge("relay_sessions", "Open client sessions", registry=r)
         self.errors = Counter("relay_unexpected_errors", "Exceptions answered with 451", registry=r)
+        self.junk_disconnects = Counter(
+            "relay_junk_disconnects",
+            "Sessions closed for too many commands without a message (RELAY_JUNK_COMMAND_LIMIT)",
+            registry=r,
+        )
 
     def watch_pool(self, stats: Callable[[], Any]) -> None:
         """Export the sender pool's `stats` (size, idle, opened, recycled, failures)."""

@@ -36,6 +36,7 @@ from relay.access import AccessPolicy, check_not_open_relay
 from relay.auth import CredentialChecker, CredentialsUnavailable
 from relay.config import RelayConfig
 from relay.handler import RelayEnvelope, RelayHandler
+from relay.junk import JUNK_COMMANDS, JUNK_REPLY, JunkBudget, is_junk_reply
 from relay.ops_http import OpsHttpServer
 from relay.wiring import Components, build_components
 from ses_core.addresses import EmailAddress
@@ -70,6 +71,7 @@ class RelaySMTP(SMTP):
         self._denied = False
         self._in_data = False
         self._relaying = False
+        self._junk = JunkBudget(relay.config.junk_command_limit)
         for name, method in list(self._smtp_methods.items()):
             self._smtp_methods[name] = self._guard(name, method)
 
@@ -136,6 +138,7 @@ class RelaySMTP(SMTP):
             return await super()._call_handler_hook(command, *args)
         finally:
             self._relaying = False
+            self._junk.refill()
             if self.transport is not None and not self.transport.is_closing():
                 self._reset_timeout()
 
@@ -156,6 +159,9 @@ class RelaySMTP(SMTP):
                 if not (name in _IN_TRANSACTION_COMMANDS and self.in_transaction):
                     await self.close_for_shutdown()
                     return
+            if name in JUNK_COMMANDS and not self._junk.spend():
+                await self._close_for_junk()
+                return
             if name == "DATA":
                 self._in_data = True
                 try:
@@ -172,6 +178,14 @@ class RelaySMTP(SMTP):
         await self.push(SHUTDOWN_REPLY)
         if self._handler_coroutine is not None:
             self._handler_coroutine.cancel()
+        if self.transport is not None:
+            self.transport.close()
+
+    async def _close_for_junk(self) -> None:
+        """Answer 421 and end a session that spent its budget of junk commands."""
+        log.warning("closing session from %s: too many commands without a message", self.peer_host)
+        self.relay.metrics.junk_disconnects.inc()
+        await super().push(JUNK_REPLY)
         if self.transport is not None:
             self.transport.close()
 
@@ -199,6 +213,9 @@ class RelaySMTP(SMTP):
             await super().push(_UNSENDABLE.sub("?", status))
         else:
             await super().push(status)
+            status = status.decode("ascii", "replace")
+        if is_junk_reply(status) and not self._junk.spend():
+            await self._close_for_junk()
 
     async def smtp_STARTTLS(self, arg: str) -> None:
         # aiosmtpd answers 220 to a second STARTTLS and then fails the nested handshake inside

@@ -44,6 +44,7 @@ from tests.hostile.relays import (
     raise_fd_limit,
     relay_environ,
     send_normally,
+    unique_message,
 )
 from tests.hostile.wire import (
     CLOSING_CODES,
@@ -720,6 +721,53 @@ def test_slow_loris_clients_are_timed_out_while_others_are_served(
     assert_healthy(relay, upstream)
 
 
+def test_slow_loris_sending_valid_commands_is_cut_off_by_the_junk_limit(
+    certs: TestCertificates, upstream: SmtpUpstream
+) -> None:
+    """A client that completes a valid NOOP one byte at a time, always inside the idle timeout
+    (aiosmtpd restarts that timer on every command), is closed with 421 once it has sent
+    RELAY_JUNK_COMMAND_LIMIT commands without a message, while a normal client is served."""
+    noop_seconds = 6 * 0.25
+    assert noop_seconds < SESSION_TIMEOUT  # the idle timeout alone would never end this session
+    result: dict[str, Any] = {}
+    with hostile_relay(certs, upstream, RELAY_JUNK_COMMAND_LIMIT="3") as relay:
+        loris = threading.Thread(
+            target=slow_loris, args=(relay.port, b"NOOP\r\n" * 8, 0.25, result)
+        )
+        loris.start()
+        send_normally(relay.port, upstream)
+        loris.join(30)
+        assert not loris.is_alive()
+        replies = parse_replies(result["received"])
+        assert [r.code for r in replies] == [220, 250, 250, 250, 421], replies
+        assert "Too many commands without a message" in replies[-1].text
+        assert result["sent"] < len(b"NOOP\r\n" * 5), result
+        assert_healthy(relay, upstream)
+
+
+def test_junk_budget_counts_protocol_errors_and_refills_with_each_message(
+    certs: TestCertificates, upstream: SmtpUpstream
+) -> None:
+    """Protocol errors spend the budget like NOOPs; a message that reaches the end of DATA
+    refills it, so a long-lived connection that NOOPs before each message is never cut off."""
+    with hostile_relay(certs, upstream, RELAY_JUNK_COMMAND_LIMIT="3") as relay:
+        with greeted(relay.port) as client:  # EHLO: 1 unit
+            for _ in range(5):
+                assert client.command(b"NOOP").code == 250  # 1 unit, refilled below
+                assert client.command(b"MAIL FROM:<app@example.com>").code == 250
+                assert client.command(b"RCPT TO:<you@example.org>").code == 250
+                assert client.command(b"DATA").code == 354
+                client.send(unique_message() + b".\r\n")
+                assert client.read_reply().code == 250
+            assert client.command(b"MAIL FROM:<app@example.com>").code == 250
+            assert client.command(b"MAIL FROM:<app@example.com>").code == 503  # 1
+            assert client.command(b"RCPT TO:<not an address>").code == 501  # 2
+            assert client.command(b"RSET").code == 250  # 3: the budget is spent
+            assert client.command(b"NOOP").code == 421
+            assert client.read_until_closed() == []
+        assert_healthy(relay, upstream)
+
+
 def test_a_thousand_idle_connections_are_timed_out_while_a_client_is_served(
     certs: TestCertificates, upstream: SmtpUpstream, tmp_path: Path
 ) -> None:
@@ -742,7 +790,7 @@ def test_a_thousand_idle_connections_are_timed_out_while_a_client_is_served(
             started = time.monotonic()
             for number in range(1000):
                 if number % 50 == 0:
-                    # The relay listens with asyncio's default backlog (100): pace the burst so
+                    # Pace the burst (the relay listens with a backlog of 1024) so
                     # that SYNs are not dropped and retried a second later by the kernel.
                     time.sleep(0.05)
                 idle.append(socket.create_connection(("127.0.0.1", relay.port), timeout=10))
