@@ -40,12 +40,23 @@ class ProxyMode(enum.Enum):
 class FaultProxy:
     """Forwards 127.0.0.1:`port` to `target_host:target_port`, with injectable faults."""
 
-    def __init__(self, target_host: str, target_port: int, *, delay: float = 2.0) -> None:
+    def __init__(
+        self,
+        target_host: str,
+        target_port: int,
+        *,
+        delay: float = 2.0,
+        probe_marker: bytes | None = None,
+    ) -> None:
         self.target = (target_host, target_port)
         self.mode = ProxyMode.PASS
         self.delay = delay
+        self.probe_marker = probe_marker
         self.requests = 0
         self.faulted = 0
+        #: Faults applied to requests without `probe_marker`: the relay's own mail traffic, as
+        #: opposed to its readiness probe (which alone could account for every fault).
+        self.faulted_traffic = 0
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -87,16 +98,16 @@ class FaultProxy:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         request = await _read_request(reader)
-        if request is None or await self._faulted(writer):
+        if request is None or await self._faulted(writer, request):
             return
         up_reader, up_writer = await asyncio.open_connection(*self.target)
         upstream = asyncio.create_task(self._copy_back(up_reader, writer))
         try:
             while request is not None:
                 if self.mode is ProxyMode.DELAY:
-                    self.faulted += 1
+                    self._count_fault(request)
                     await asyncio.sleep(self.delay)
-                elif await self._faulted(writer):
+                elif await self._faulted(writer, request):
                     break
                 self.requests += 1
                 up_writer.write(request)
@@ -107,16 +118,21 @@ class FaultProxy:
             await asyncio.gather(upstream, return_exceptions=True)
             up_writer.close()
 
-    async def _faulted(self, writer: asyncio.StreamWriter) -> bool:
+    def _count_fault(self, request: bytes) -> None:
+        self.faulted += 1
+        if self.probe_marker is None or self.probe_marker not in request:
+            self.faulted_traffic += 1
+
+    async def _faulted(self, writer: asyncio.StreamWriter, request: bytes) -> bool:
         """Apply ERROR/RESET to this connection; True when it was faulted (and must end)."""
         if self.mode is ProxyMode.ERROR:
-            self.faulted += 1
+            self._count_fault(request)
             with contextlib.suppress(ConnectionError):
                 writer.write(_ERROR_RESPONSE)
                 await writer.drain()
             return True
         if self.mode is ProxyMode.RESET:
-            self.faulted += 1
+            self._count_fault(request)
             transport = writer.transport
             if hasattr(transport, "abort"):
                 transport.abort()
