@@ -40,8 +40,8 @@ import attrs
 from blacklist_cli.clients import AwsClients, Boto3Clients
 from blacklist_cli.output import entry_to_json, write_json_lines, write_table
 from blacklist_cli.suppression_sync import (
-    SES_REASONS,
     SES_CALLS_PER_SECOND,
+    SES_REASONS,
     Pacer,
     Progress,
     SyncReport,

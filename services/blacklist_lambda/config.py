@@ -2,8 +2,8 @@
 
 The variable names are the original service's (`SES_REGION`, `EMAIL_FROM`, `EMAIL_TO`,
 `DYNAMODB_TABLE`), so an existing deployment keeps working. Everything is validated at cold start:
-a typo in the alert address must fail the function's init phase loudly, not surface months later when
-the alert that should have reported an outage cannot be sent.
+a typo in the alert address must fail the function's init phase loudly, not surface months later
+when the alert that should have reported an outage cannot be sent.
 
 One optional variable is new: `SOFT_BOUNCE_THRESHOLDS` (e.g. `Transient/General=3,
 Transient/MailboxFull=5`) also blacklists an address once it has collected that many bounces of a
