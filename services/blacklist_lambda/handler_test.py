@@ -503,7 +503,9 @@ def import_in_fresh_interpreter(
         "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "no-aws-credentials"),
         **variables,
     }
-    path = json.dumps([entry for entry in sys.path if entry])
+    # Absolute: Pants puts the source roots on sys.path relative to its sandbox, and the child
+    # runs in tmp_path.
+    path = json.dumps([os.path.abspath(entry) for entry in sys.path if entry])
     return subprocess.run(
         [sys.executable, "-c", IMPORT_HANDLER, path],
         capture_output=True,
