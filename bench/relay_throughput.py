@@ -81,30 +81,11 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-class PipeliningUpstream(SmtpUpstream):
-    """The stand-in advertising PIPELINING in its EHLO reply, as SES does (aiosmtpd reads
-    pipelined commands correctly but does not advertise the extension)."""
-
-    def _make_session(self) -> Any:
-        session = super()._make_session()
-
-        async def advertise(
-            server: Any, smtp_session: Any, envelope: Any, hostname: str, lines: list[str]
-        ) -> list[str]:
-            smtp_session.host_name = hostname
-            return [*lines[:-1], "250-PIPELINING", lines[-1]]
-
-        session._handle_hooks["EHLO"] = advertise  # noqa: SLF001
-        session._ehlo_hook_ver = "new"  # noqa: SLF001
-        return session
-
-
 class Sink:
     """The SES stand-in, with arrival times recorded per accepted message."""
 
     def __init__(self, certs: TestCertificates, *, pipelining: bool = True) -> None:
-        kind = PipeliningUpstream if pipelining else SmtpUpstream
-        self.upstream = kind(certs.server_context())
+        self.upstream = SmtpUpstream(certs.server_context(), pipelining=pipelining)
         self.arrivals: list[float] = []
         accept = self.upstream._accept  # noqa: SLF001 - timestamps for the precision phase
 

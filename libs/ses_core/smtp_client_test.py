@@ -89,33 +89,13 @@ def certificates(tmp_path_factory: pytest.TempPathFactory) -> TestCertificates:
     return TestCertificates.create(str(tmp_path_factory.mktemp("tls")))
 
 
-class PipeliningUpstream(SmtpUpstream):
-    """The SES stand-in advertising PIPELINING in its EHLO reply, as SES does.
-
-    aiosmtpd reads pipelined commands correctly but does not advertise the extension.
-    """
-
-    def _make_session(self) -> Any:
-        session = super()._make_session()
-
-        async def advertise(
-            server: Any, smtp_session: Any, envelope: Any, hostname: str, lines: list[str]
-        ) -> list[str]:
-            smtp_session.host_name = hostname
-            return [*lines[:-1], "250-PIPELINING", lines[-1]]
-
-        session._handle_hooks["EHLO"] = advertise
-        session._ehlo_hook_ver = "new"
-        return session
-
-
 @pytest.fixture(params=["lockstep", "pipelining"])
 async def upstream(
     certificates: TestCertificates, request: pytest.FixtureRequest
 ) -> AsyncIterator[SmtpUpstream]:
     """The stand-in, without and with PIPELINING: every client test runs on both paths."""
-    kind = PipeliningUpstream if request.param == "pipelining" else SmtpUpstream
-    async with kind(certificates.server_context()) as server:
+    pipelining = request.param == "pipelining"
+    async with SmtpUpstream(certificates.server_context(), pipelining=pipelining) as server:
         yield server
     # Sessions closed by the peer finish their TLS close a few loop turns later; let them, so
     # the test's loop does not end with transports half-closed.
@@ -585,7 +565,7 @@ class WriteCounter:
 async def pipelining_upstream(
     certificates: TestCertificates,
 ) -> AsyncIterator[SmtpUpstream]:
-    async with PipeliningUpstream(certificates.server_context()) as server:
+    async with SmtpUpstream(certificates.server_context(), pipelining=True) as server:
         yield server
     await asyncio.sleep(0.05)
 

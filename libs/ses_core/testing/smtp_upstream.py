@@ -441,6 +441,14 @@ class _Handler:
         return "451 4.3.0 Temporary service failure"
 
 
+async def _advertise_pipelining(
+    server: Any, session: Session, envelope: Envelope, hostname: str, lines: list[str]
+) -> list[str]:
+    """aiosmtpd EHLO hook (its "new" signature) adding PIPELINING before the last line."""
+    session.host_name = hostname
+    return [*lines[:-1], "250-PIPELINING", lines[-1]]
+
+
 class SmtpUpstream:
     """An SES stand-in listening on 127.0.0.1 (an async context manager).
 
@@ -454,6 +462,8 @@ class SmtpUpstream:
 
     With `eightbitmime=False` the server does not offer 8BITMIME and answers a MAIL with
     `BODY=8BITMIME` with 555, as a 7-bit-only server does (SES offers 8BITMIME).
+    With `pipelining=True` it advertises PIPELINING, as SES does: aiosmtpd reads pipelined
+    commands correctly but does not advertise the extension itself.
     """
 
     def __init__(
@@ -468,6 +478,7 @@ class SmtpUpstream:
         record: bool = True,
         data_size_limit: int = SES_MAX_SIZE,
         eightbitmime: bool = True,
+        pipelining: bool = False,
     ) -> None:
         if mode is not TlsMode.NONE and tls_context is None:
             message = f"TLS mode {mode.value} needs a server tls_context"
@@ -487,6 +498,7 @@ class SmtpUpstream:
         self._record = record
         self._data_size_limit = data_size_limit
         self._eightbitmime = eightbitmime
+        self._pipelining = pipelining
         self._server: asyncio.Server | None = None
         self._sessions: set[_UpstreamSession] = set()
         self._ids = itertools.count(1)
@@ -547,7 +559,7 @@ class SmtpUpstream:
 
     def _make_session(self) -> _UpstreamSession:
         plain = self.mode is TlsMode.NONE
-        return _UpstreamSession(
+        session = _UpstreamSession(
             self,
             hostname=self._hostname,
             ident="SES stand-in",
@@ -563,6 +575,10 @@ class SmtpUpstream:
             authenticator=self._authenticate,
             loop=asyncio.get_running_loop(),
         )
+        if self._pipelining:
+            session._handle_hooks["EHLO"] = _advertise_pipelining
+            session._ehlo_hook_ver = "new"
+        return session
 
     def _authenticate(
         self,

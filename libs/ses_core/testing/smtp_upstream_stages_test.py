@@ -172,3 +172,15 @@ async def test_7bit_mode_neither_offers_nor_accepts_8bitmime(
             with pytest.raises(aiosmtplib.SMTPSenderRefused) as caught:
                 await smtp.mail("s@example.com", options=["BODY=8BITMIME"])
     assert caught.value.code == 555
+
+
+async def test_pipelining_is_advertised_only_when_asked(certificates: TestCertificates) -> None:
+    """pipelining=True adds PIPELINING to the EHLO reply, as SES's has; by default it is absent
+    (aiosmtpd does not advertise it), and the rest of the reply stays aiosmtpd's."""
+    for pipelining in (False, True):
+        upstream = SmtpUpstream(certificates.server_context(), pipelining=pipelining)
+        async with upstream, connection(upstream, certificates) as smtp:
+            await under_tls(smtp)
+            assert smtp.supports_extension("pipelining") is pipelining
+            assert smtp.supports_extension("8bitmime")
+            assert "plain" in smtp.server_auth_methods
