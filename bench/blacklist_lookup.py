@@ -28,10 +28,10 @@ from typing import Any
 
 from moto import mock_aws
 
-from ses_core.blacklist import Blacklist, BlacklistEntry, BlacklistReason
-from ses_core.blacklist_cache import CachedBlacklist
-from ses_core.dynamodb_blacklist import DynamoDBBlacklist
-from ses_core.sqlite_blacklist import SqliteBlacklist
+from ses_core.blacklist.cache import CachedBlacklist
+from ses_core.blacklist.dynamodb import DynamoDBBlacklist
+from ses_core.blacklist.model import Blacklist, BlacklistEntry, BlacklistReason
+from ses_core.blacklist.sqlite import SqliteBlacklist
 from ses_core.testing.moto_dynamodb import (
     TEST_REGION,
     MotoServer,

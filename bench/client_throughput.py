@@ -27,7 +27,7 @@ import time
 import aiosmtplib
 import attrs
 
-from ses_core.smtp_client import OutboundMessage, SesSmtpClient, SmtpSettings
+from ses_core.smtp.client import OutboundMessage, SesSmtpClient, SmtpSettings
 from ses_core.testing.smtp_upstream import SmtpUpstream
 from ses_core.testing.tls import TestCertificates
 

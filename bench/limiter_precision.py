@@ -24,8 +24,8 @@ import time
 
 import attrs
 
-from ses_core.rate_limit import LocalRateLimiter, RateLimiter
-from ses_core.redis_rate_limit import FailClosed, RedisRateLimiter
+from ses_core.ratelimit.local import LocalRateLimiter, RateLimiter
+from ses_core.ratelimit.redis_gcra import FailClosed, RedisRateLimiter
 from ses_core.testing.redis_server import RedisServer
 
 LOAD_FACTOR = 1.25

@@ -31,9 +31,9 @@ from collections.abc import Callable
 
 import attrs
 
-from ses_core import notification_fixtures as fixtures
-from ses_core.envelopes import parse_feedback
-from ses_core.suppression import decide_suppression
+from ses_core.feedback.suppression import decide_suppression
+from ses_core.feedback.transport import parse_feedback
+from ses_core.testing import notifications as fixtures
 
 GOAL_PER_SECOND = 20_000
 

@@ -5,14 +5,14 @@ SMTP client. This package re-exports the small core that has no heavy dependenci
 errors, feedback parsing, the suppression decision, the blacklist port and its in-memory
 adapter). Adapters with third-party clients are imported from their modules, so a consumer such
 as the Lambda never pays for what it does not use:
-`ses_core.dynamodb_blacklist`, `ses_core.sqlite_blacklist`, `ses_core.blacklist_cache`,
-`ses_core.rate_limit`, `ses_core.redis_rate_limit`, `ses_core.send_quota`,
-`ses_core.smtp_client`, `ses_core.sns_signature`, and the test doubles in `ses_core.testing`.
+`ses_core.blacklist.dynamodb`, `ses_core.blacklist.sqlite`, `ses_core.blacklist.cache`,
+`ses_core.ratelimit.local`, `ses_core.ratelimit.redis_gcra`, `ses_core.ratelimit.send_quota`,
+`ses_core.smtp.client`, `ses_core.feedback.sns_signature`, and the test doubles in `ses_core.testing`.
 The library reads no environment variables and holds no service configuration.
 """
 
 from ses_core.addresses import EmailAddress, normalize_address
-from ses_core.blacklist import (
+from ses_core.blacklist.model import (
     Blacklist,
     BlacklistEntry,
     BlacklistEvent,
@@ -20,7 +20,6 @@ from ses_core.blacklist import (
     BlacklistReason,
     InMemoryBlacklist,
 )
-from ses_core.envelopes import FeedbackRecord, RecordFailure, iter_feedback, parse_feedback
 from ses_core.errors import (
     BlacklistUnavailable,
     CertificateUnavailable,
@@ -33,7 +32,7 @@ from ses_core.errors import (
     SignatureInvalid,
     UpstreamUnavailable,
 )
-from ses_core.notifications import (
+from ses_core.feedback.notifications import (
     Bounce,
     Complaint,
     Delivery,
@@ -41,13 +40,14 @@ from ses_core.notifications import (
     NotificationKind,
     SesNotification,
 )
-from ses_core.suppression import (
+from ses_core.feedback.suppression import (
     DEFAULT_POLICY,
     SuppressionDecision,
     SuppressionPolicy,
     Verdict,
     decide_suppression,
 )
+from ses_core.feedback.transport import FeedbackRecord, RecordFailure, iter_feedback, parse_feedback
 
 __all__ = [
     "DEFAULT_POLICY",

@@ -16,8 +16,8 @@ from typing import Any
 import attrs
 
 from ses_core.addresses import normalize_address
-from ses_core.blacklist import BlacklistEntry
-from ses_core.dynamodb_blacklist import DynamoDBBlacklist
+from ses_core.blacklist.dynamodb import DynamoDBBlacklist
+from ses_core.blacklist.model import BlacklistEntry
 from ses_core.errors import InvalidAddress
 
 log = logging.getLogger(__name__)

@@ -49,7 +49,7 @@ from blacklist_cli.suppression_sync import (
     import_from_ses,
 )
 from ses_core.addresses import normalize_address
-from ses_core.blacklist import Blacklist, BlacklistEntry, BlacklistReason, InMemoryBlacklist
+from ses_core.blacklist.model import Blacklist, BlacklistEntry, BlacklistReason, InMemoryBlacklist
 from ses_core.errors import BlacklistUnavailable, InvalidAddress
 
 log = logging.getLogger(__name__)
@@ -337,7 +337,7 @@ def _parse_since(text: str) -> datetime:
 def open_blacklist(args: argparse.Namespace, context: Context, *, create: bool) -> Blacklist:
     """The store the options name; `create` allows a new SQLite file (add, import)."""
     if args.sqlite is not None:
-        from ses_core.sqlite_blacklist import SqliteBlacklist
+        from ses_core.blacklist.sqlite import SqliteBlacklist
 
         path: Path = args.sqlite
         if not create and not path.exists():
@@ -345,7 +345,7 @@ def open_blacklist(args: argparse.Namespace, context: Context, *, create: bool) 
         sqlite = SqliteBlacklist(path)
         context.resources.callback(sqlite.close)
         return sqlite
-    from ses_core.dynamodb_blacklist import DynamoDBBlacklist
+    from ses_core.blacklist.dynamodb import DynamoDBBlacklist
 
     return DynamoDBBlacklist(args.table, client=context.clients.client("dynamodb", args.region))
 

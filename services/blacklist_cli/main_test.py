@@ -16,8 +16,8 @@ from moto import mock_aws
 
 from blacklist_cli.clients import Boto3Clients
 from blacklist_cli.main import ExitCode, main
-from ses_core.blacklist import BlacklistEntry, BlacklistEvent, BlacklistReason
-from ses_core.sqlite_blacklist import SqliteBlacklist
+from ses_core.blacklist.model import BlacklistEntry, BlacklistEvent, BlacklistReason
+from ses_core.blacklist.sqlite import SqliteBlacklist
 from ses_core.testing.moto_dynamodb import create_blacklist_table
 
 REGION = "us-east-1"

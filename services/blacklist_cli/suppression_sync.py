@@ -29,7 +29,7 @@ from typing import Any, Protocol
 import attrs
 
 from ses_core.addresses import normalize_address
-from ses_core.blacklist import Blacklist, BlacklistEntry, BlacklistReason
+from ses_core.blacklist.model import Blacklist, BlacklistEntry, BlacklistReason
 from ses_core.errors import InvalidAddress
 
 log = logging.getLogger(__name__)

@@ -24,7 +24,12 @@ from blacklist_cli.suppression_sync import (
     iter_suppressed,
     ses_reason_for,
 )
-from ses_core.blacklist import BlacklistEntry, BlacklistEvent, BlacklistReason, InMemoryBlacklist
+from ses_core.blacklist.model import (
+    BlacklistEntry,
+    BlacklistEvent,
+    BlacklistReason,
+    InMemoryBlacklist,
+)
 
 T1 = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
 T2 = datetime(2024, 3, 2, 8, 30, tzinfo=UTC)

@@ -23,7 +23,7 @@ import attrs
 
 from ses_core.addresses import EmailAddress
 from ses_core.errors import InvalidAddress
-from ses_core.suppression import DEFAULT_POLICY, BounceThreshold, SuppressionPolicy
+from ses_core.feedback.suppression import DEFAULT_POLICY, BounceThreshold, SuppressionPolicy
 
 # Region names: `us-east-1`, `eu-central-2`, `us-gov-west-1`, `ap-southeast-4`, `il-central-1`.
 _REGION_RE = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d{1,2}$")

@@ -6,7 +6,7 @@ import attrs
 import pytest
 
 from blacklist_lambda.config import ConfigError, LambdaConfig, parse_thresholds
-from ses_core.suppression import DEFAULT_POLICY, BounceThreshold
+from ses_core.feedback.suppression import DEFAULT_POLICY, BounceThreshold
 
 GOOD = {
     "SES_REGION": "eu-west-1",

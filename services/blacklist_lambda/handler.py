@@ -23,8 +23,8 @@ from typing import Any
 from blacklist_lambda.alert import AdminAlerter, SesSendEmailClient
 from blacklist_lambda.config import LambdaConfig
 from blacklist_lambda.processor import NotificationProcessor
-from ses_core.blacklist import Blacklist
-from ses_core.suppression import SuppressionPolicy
+from ses_core.blacklist.model import Blacklist
+from ses_core.feedback.suppression import SuppressionPolicy
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ def build_from_environ(environ: Mapping[str, str] = os.environ) -> Handler:
     import boto3
     from botocore.config import Config
 
-    from ses_core.dynamodb_blacklist import DynamoDBBlacklist
+    from ses_core.blacklist.dynamodb import DynamoDBBlacklist
 
     ses_client = boto3.client(
         "ses",

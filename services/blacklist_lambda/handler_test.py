@@ -22,16 +22,16 @@ from moto.ses.models import ses_backends
 from blacklist_lambda import handler as handler_module
 from blacklist_lambda.config import ConfigError, LambdaConfig
 from blacklist_lambda.handler import Handler, make_handler
-from ses_core import notification_fixtures as fx
-from ses_core.blacklist import (
+from ses_core.blacklist.dynamodb import DynamoDBBlacklist
+from ses_core.blacklist.model import (
     BlacklistEntry,
     BlacklistEvent,
     BlacklistReason,
     OccurrenceResult,
 )
-from ses_core.dynamodb_blacklist import DynamoDBBlacklist
 from ses_core.errors import BlacklistUnavailable
-from ses_core.suppression import BounceThreshold
+from ses_core.feedback.suppression import BounceThreshold
+from ses_core.testing import notifications as fx
 from ses_core.testing.blacklists import DelegatingBlacklist
 from ses_core.testing.moto_dynamodb import create_blacklist_table
 

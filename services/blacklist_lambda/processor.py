@@ -27,18 +27,18 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from blacklist_lambda.alert import AdminAlerter, AlertMessage, RecordFailure
-from ses_core.blacklist import Blacklist, BlacklistEvent
-from ses_core.envelopes import FeedbackRecord, iter_feedback
-from ses_core.envelopes import RecordFailure as MalformedRecord
+from ses_core.blacklist.model import Blacklist, BlacklistEvent
 from ses_core.errors import BlacklistUnavailable, MalformedNotification
-from ses_core.notifications import NotificationKind
-from ses_core.suppression import (
+from ses_core.feedback.notifications import NotificationKind
+from ses_core.feedback.suppression import (
     DEFAULT_POLICY,
     RecipientDecision,
     SuppressionDecision,
     SuppressionPolicy,
     decide_suppression,
 )
+from ses_core.feedback.transport import FeedbackRecord, iter_feedback
+from ses_core.feedback.transport import RecordFailure as MalformedRecord
 
 log = logging.getLogger(__name__)
 

@@ -116,7 +116,7 @@ def test_blacklist_cache_settings_default_to_the_cache_defaults() -> None:
 async def test_blacklist_cache_settings_reach_the_cache(tmp_path: Path) -> None:
     """Both TTLs and the size bound are read from the environment and given to the cache."""
     from relay.wiring import Closer, build_blacklist
-    from ses_core.blacklist_cache import CachedBlacklist
+    from ses_core.blacklist.cache import CachedBlacklist
 
     config = RelayConfig.from_environ(
         {

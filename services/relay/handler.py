@@ -55,7 +55,7 @@ from aiosmtpd.smtp import Envelope, Session
 from relay.access import AccessPolicy
 from relay.metrics import RelayMetrics
 from ses_core.addresses import EmailAddress
-from ses_core.blacklist import Blacklist, BlacklistEntry, InstantLookup
+from ses_core.blacklist.model import Blacklist, BlacklistEntry, InstantLookup
 from ses_core.errors import (
     BlacklistUnavailable,
     DailyQuotaExhausted,
@@ -64,8 +64,8 @@ from ses_core.errors import (
     RateLimiterUnavailable,
     RateLimitTimeout,
 )
-from ses_core.smtp_client import MessageSender, OutboundMessage
-from ses_core.smtp_replies import RecipientResult, ReplyClass, SendResult
+from ses_core.smtp.client import MessageSender, OutboundMessage
+from ses_core.smtp.results import RecipientResult, ReplyClass, SendResult
 
 log = logging.getLogger(__name__)
 transaction_log = logging.getLogger("relay.transactions")

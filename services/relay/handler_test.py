@@ -13,12 +13,12 @@ from aiosmtpd.smtp import Session
 
 from relay.access import AccessPolicy
 from relay.handler import INTERNAL_ERROR, RelayEnvelope, RelayHandler
-from ses_core.blacklist import BlacklistEntry, BlacklistReason, InMemoryBlacklist
-from ses_core.blacklist_cache import CachedBlacklist
+from ses_core.blacklist.cache import CachedBlacklist
+from ses_core.blacklist.model import BlacklistEntry, BlacklistReason, InMemoryBlacklist
+from ses_core.blacklist.sqlite import SqliteBlacklist
 from ses_core.errors import BlacklistUnavailable, LookupWouldBlock, RateLimitTimeout
-from ses_core.smtp_client import OutboundMessage
-from ses_core.smtp_replies import Outcome, RecipientResult, ReplyClass, SendResult
-from ses_core.sqlite_blacklist import SqliteBlacklist
+from ses_core.smtp.client import OutboundMessage
+from ses_core.smtp.results import Outcome, RecipientResult, ReplyClass, SendResult
 
 Script = Callable[[OutboundMessage], SendResult]
 

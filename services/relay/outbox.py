@@ -19,9 +19,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ses_core.errors import DailyQuotaExhausted, RateLimiterUnavailable, RateLimitTimeout
-from ses_core.rate_limit import RateLimiter
-from ses_core.smtp_client import OutboundMessage
-from ses_core.smtp_replies import Outcome, RecipientResult, ReplyClass, SendResult
+from ses_core.ratelimit.local import RateLimiter
+from ses_core.smtp.client import OutboundMessage
+from ses_core.smtp.results import Outcome, RecipientResult, ReplyClass, SendResult
 
 log = logging.getLogger(__name__)
 

@@ -8,8 +8,8 @@ import pytest
 
 from relay.outbox import OutboxSender
 from ses_core.errors import DailyQuotaExhausted, RateLimiterUnavailable, RateLimitTimeout
-from ses_core.smtp_client import OutboundMessage
-from ses_core.smtp_replies import Outcome, ReplyClass
+from ses_core.smtp.client import OutboundMessage
+from ses_core.smtp.results import Outcome, ReplyClass
 
 MESSAGE = OutboundMessage(
     sender="app@example.com",

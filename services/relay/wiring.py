@@ -19,9 +19,9 @@ from relay.config import ConfigError, RelayConfig
 from relay.metrics import RelayMetrics
 from relay.outbox import OutboxSender
 from relay.tls import server_context
-from ses_core.blacklist import Blacklist
-from ses_core.rate_limit import LocalRateLimiter, RateLimiter
-from ses_core.smtp_client import MessageSender, SesSmtpClient, SmtpSettings
+from ses_core.blacklist.model import Blacklist
+from ses_core.ratelimit.local import LocalRateLimiter, RateLimiter
+from ses_core.smtp.client import MessageSender, SesSmtpClient, SmtpSettings
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +78,7 @@ async def build_limiter(
     rate = config.rate_limit if config.rate_limit is not None else AUTO_FALLBACK_RATE
     limiter: Any
     if config.redis_url:
-        from ses_core.redis_rate_limit import DegradeToLocal, FailClosed, RedisRateLimiter
+        from ses_core.ratelimit.redis_gcra import DegradeToLocal, FailClosed, RedisRateLimiter
 
         policy: DegradeToLocal | FailClosed = (
             DegradeToLocal(fraction=1.0 / config.replicas) if config.redis_degrade else FailClosed()
@@ -105,7 +105,7 @@ async def build_limiter(
     else:
         limiter = LocalRateLimiter(rate, config.rate_burst)
     if config.rate_limit is None:
-        from ses_core.send_quota import QuotaGuardedLimiter, SendQuotaPoller
+        from ses_core.ratelimit.send_quota import QuotaGuardedLimiter, SendQuotaPoller
 
         poller = SendQuotaPoller(
             limiter,
@@ -177,11 +177,11 @@ def build_blacklist(
     config: RelayConfig, closers: list[Closer], checks: dict[str, ReadyCheck]
 ) -> Blacklist | None:
     """SQLite when RELAY_BLACKLIST_SQLITE (or local mode), DynamoDB with USE_BLACKLIST; cached."""
-    from ses_core.blacklist_cache import CachedBlacklist
+    from ses_core.blacklist.cache import CachedBlacklist
 
     inner: Any
     if config.blacklist_sqlite is not None:
-        from ses_core.sqlite_blacklist import SqliteBlacklist
+        from ses_core.blacklist.sqlite import SqliteBlacklist
 
         inner = SqliteBlacklist(config.blacklist_sqlite)
 
@@ -190,7 +190,7 @@ def build_blacklist(
 
         closers.append(close_sqlite)
     elif config.use_blacklist and config.dynamodb_table:
-        from ses_core.dynamodb_blacklist import DynamoDBBlacklist
+        from ses_core.blacklist.dynamodb import DynamoDBBlacklist
 
         try:
             inner = DynamoDBBlacklist.from_table_name(config.dynamodb_table)

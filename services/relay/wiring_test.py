@@ -9,8 +9,8 @@ import pytest
 from relay.config import ConfigError, RelayConfig
 from relay.outbox import OutboxSender
 from relay.wiring import build_components, smtp_settings_from_url
-from ses_core.blacklist_cache import CachedBlacklist
-from ses_core.smtp_client import SesSmtpClient
+from ses_core.blacklist.cache import CachedBlacklist
+from ses_core.smtp.client import SesSmtpClient
 
 
 def local(tmp_path: Path, **extra: str) -> RelayConfig:

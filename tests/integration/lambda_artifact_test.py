@@ -29,9 +29,9 @@ from typing import Any
 import boto3
 import pytest
 
-from ses_core import notification_fixtures as fx
-from ses_core.blacklist import BlacklistReason
-from ses_core.dynamodb_blacklist import DynamoDBBlacklist
+from ses_core.blacklist.dynamodb import DynamoDBBlacklist
+from ses_core.blacklist.model import BlacklistReason
+from ses_core.testing import notifications as fx
 from ses_core.testing.moto_dynamodb import TEST_REGION, MotoServer, create_blacklist_table
 
 ZIP_CANDIDATES = (

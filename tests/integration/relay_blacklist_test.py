@@ -12,11 +12,11 @@ import pytest
 from relay.config import RelayConfig
 from relay.outbox import OutboxSender
 from relay.wiring import Components
-from ses_core.blacklist import BlacklistEntry, BlacklistReason, InMemoryBlacklist
-from ses_core.blacklist_cache import CachedBlacklist
-from ses_core.dynamodb_blacklist import DynamoDBBlacklist
+from ses_core.blacklist.cache import CachedBlacklist
+from ses_core.blacklist.dynamodb import DynamoDBBlacklist
+from ses_core.blacklist.model import BlacklistEntry, BlacklistReason, InMemoryBlacklist
+from ses_core.blacklist.sqlite import SqliteBlacklist
 from ses_core.errors import BlacklistUnavailable
-from ses_core.sqlite_blacklist import SqliteBlacklist
 from ses_core.testing.moto_dynamodb import MotoServer, create_blacklist_table
 from tests.integration.relay_support import base_config, message, relay_client, running_relay
 

@@ -16,9 +16,9 @@ import pytest
 from relay.outbox import OutboxSender
 from relay.server import RelayServer
 from relay.wiring import Components
-from ses_core.rate_limit import LocalRateLimiter
-from ses_core.smtp_client import OutboundMessage
-from ses_core.smtp_replies import SendResult
+from ses_core.ratelimit.local import LocalRateLimiter
+from ses_core.smtp.client import OutboundMessage
+from ses_core.smtp.results import SendResult
 from ses_core.testing.smtp_upstream import (
     SES_NOT_VERIFIED,
     SES_THROTTLED,

@@ -17,8 +17,8 @@ from relay.config import ConfigError, RelayConfig
 from relay.outbox import OutboxSender
 from relay.server import RelayServer, serve
 from relay.wiring import Components
-from ses_core.smtp_client import OutboundMessage
-from ses_core.smtp_replies import SendResult
+from ses_core.smtp.client import OutboundMessage
+from ses_core.smtp.results import SendResult
 from tests.integration.relay_support import (
     base_config,
     free_port,

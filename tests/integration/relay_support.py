@@ -25,7 +25,7 @@ import relay.main  # the processes below run it: this import makes Pants package
 from relay.config import RelayConfig
 from relay.server import RelayServer, serve
 from relay.wiring import Components
-from ses_core.smtp_client import SesSmtpClient, SmtpSettings
+from ses_core.smtp.client import SesSmtpClient, SmtpSettings
 from ses_core.testing.smtp_upstream import SmtpUpstream
 from ses_core.testing.tls import TestCertificates
 

@@ -1,0 +1,410 @@
+"""One account-wide send rate shared by every relay replica, kept in Redis.
+
+SES limits the whole account, so replicas must share one budget: the GCRA state (one timestamp,
+the theoretical arrival time) lives in Redis and is updated by a single Lua script that reads the
+server's own clock (`TIME`), so replicas need no synchronised clocks and no update can interleave.
+The script starts with `redis.replicate_commands()`, which makes reading `TIME` before a write
+safe under replication on Redis < 5 (later versions replicate effects anyway).
+
+How waiting works:
+- Inside one process, requests queue locally in arrival order and only the head talks to Redis,
+  so a process never overtakes its own earlier requests and Redis sees one request per process
+  at a time.
+- The head *reserves* its slot: the script advances the TAT and answers how long to wait until
+  the reserved slot, so replicas are served in the order their heads reached Redis (FIFO across
+  processes, no polling, and a large message cannot be starved by other replicas' small ones).
+  A `max_wait` that the slot would exceed makes the script take nothing.
+- The GCRA rules (and `burst`) are those of `LocalRateLimiter`: after an idle period only
+  `burst` recipients pass at once (the script books the slack unit on its first grant, as
+  `idle_start_debt` does locally). Processes wake up for their slots with some jitter
+  (scheduling, network), so slots are spread by `jitter` seconds per second (default 10 ms, i.e.
+  1% of the rate): what the processes actually send then still puts at most ceil(rate) + burst
+  recipients in any one-second window (see `slot_interval`).
+- A head cancelled while waiting for its slot gives it back when nobody reserved after it (the
+  TAT is still its own); otherwise the slot simply goes unused: others keep their slots, nobody
+  is delayed and the account is never over-sent. Queued requests behind the head hold nothing.
+  (A head cancelled during the script's round trip cannot know its slot; that slot goes unused.)
+
+When Redis cannot be reached the configured policy decides: `FailClosed` raises the retryable
+`RateLimiterUnavailable` (one WARNING; Redis is tried again at most once per `probe_interval`;
+one INFO when it answers again); `DegradeToLocal` switches to an in-process limiter at a
+fraction of the rate (one WARNING), probes Redis in the background at most once per
+`probe_interval`, and switches back (one INFO) once it answers. Requests already waiting in the
+local limiter finish there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from typing import TYPE_CHECKING, Any, NoReturn
+
+import attrs
+import redis.asyncio
+import redis.exceptions
+
+from ses_core.errors import RateLimiterUnavailable
+from ses_core.ratelimit.local import (
+    WAIT_EPSILON,
+    Clock,
+    LocalRateLimiter,
+    Sleep,
+    WaiterQueue,
+    check_burst,
+    check_cost,
+    check_max_wait,
+    check_rate,
+    timeout_error,
+)
+
+if TYPE_CHECKING:
+    from redis.commands.core import AsyncScript
+
+log = logging.getLogger(__name__)
+
+#: Errors that mean "Redis is not reachable right now" (not "the script is wrong").
+REDIS_DOWN_ERRORS: tuple[type[BaseException], ...] = (
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    redis.exceptions.BusyLoadingError,
+    OSError,
+)
+
+# KEYS[1]: the GCRA key. ARGV: interval_us, capacity, cost, ahead_us, max_wait_us (-1: none),
+# mode ("reserve", "peek" or "refund"), refund_tat.
+# reserve: take the next slot for `cost` unless the wait would exceed max_wait; answers
+#          {taken (0/1), wait_us, tat_after} (wait counted from the server's now).
+# peek:    answers the wait a request would have behind `ahead_us` of queued work; takes nothing.
+# refund:  gives `cost` back if the TAT is still `refund_tat` (nobody reserved after it).
+GCRA_SCRIPT = """
+redis.replicate_commands()
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local interval = tonumber(ARGV[1])
+local capacity = tonumber(ARGV[2])
+local cost = tonumber(ARGV[3])
+local ahead = tonumber(ARGV[4])
+local max_wait = tonumber(ARGV[5])
+local mode = ARGV[6]
+local stored = redis.call('GET', KEYS[1])
+local tat = now
+local idle = true
+if stored then
+  tat = tonumber(stored)
+  if tat > now then idle = false else tat = now end
+end
+if mode == 'refund' then
+  if stored and stored == ARGV[7] then
+    local back = tat - cost * interval
+    if back <= now then
+      redis.call('DEL', KEYS[1])
+    else
+      local ttl = math.ceil((back - now) / 1000) + 1000
+      redis.call('SET', KEYS[1], string.format('%.3f', back), 'PX', ttl)
+    end
+    return {1, 0, '0'}
+  end
+  return {0, 0, '0'}
+end
+local used = cost
+if used > capacity then used = capacity end
+local wait = tat + ahead - (capacity - used) * interval - now
+if wait < 0 then wait = 0 end
+if mode == 'peek' or (max_wait >= 0 and wait > max_wait) then
+  return {0, math.ceil(wait), '0'}
+end
+local new_tat = tat + cost * interval
+if idle and cost < capacity and capacity > 1 then
+  -- as LocalRateLimiter (idle_start_debt): book the slack unit on the first grant after idle
+  new_tat = new_tat + interval
+end
+local encoded = string.format('%.3f', new_tat)
+redis.call('SET', KEYS[1], encoded, 'PX', math.ceil((new_tat - now) / 1000) + 1000)
+return {1, math.ceil(wait), encoded}
+"""
+
+
+@attrs.frozen
+class FailClosed:
+    """When Redis is unreachable, raise `RateLimiterUnavailable` (retryable).
+
+    Attributes:
+        probe_interval: after a failure, requests fail at once without contacting Redis for this
+            many seconds, so a dead Redis costs one connection attempt per interval.
+    """
+
+    probe_interval: float = 1.0
+
+
+@attrs.frozen
+class DegradeToLocal:
+    """When Redis is unreachable, keep sending from an in-process limiter at a fraction of the rate.
+
+    Attributes:
+        fraction: share of the account rate this replica may use alone (e.g. 1 / replicas).
+        probe_interval: seconds between background probes of Redis while degraded.
+    """
+
+    fraction: float = attrs.field(default=0.5)
+    probe_interval: float = 5.0
+
+    @fraction.validator
+    def _check_fraction(self, _attribute: object, value: float) -> None:
+        if not 0 < value <= 1:
+            message = f"fraction must be in (0, 1], got {value!r}"
+            raise ValueError(message)
+
+
+UnavailablePolicy = FailClosed | DegradeToLocal
+
+
+@attrs.frozen
+class _Reply:
+    taken: bool
+    wait: float
+    tat: str
+
+
+class RedisRateLimiter:
+    """GCRA limiter shared through Redis; see the module docstring for the rules."""
+
+    def __init__(
+        self,
+        redis: redis.asyncio.Redis,
+        *,
+        key: str,
+        rate: float,
+        burst: int = 1,
+        on_unavailable: UnavailablePolicy,
+        jitter: float = 0.01,
+        clock: Clock = time.monotonic,
+        sleep: Sleep = asyncio.sleep,
+    ) -> None:
+        self._redis = redis
+        self._key = key
+        self._rate = check_rate(rate)
+        self._capacity = check_burst(burst) + 1
+        if not 0 <= jitter < 1:
+            message = f"jitter must be in [0, 1) seconds, got {jitter!r}"
+            raise ValueError(message)
+        self._jitter = jitter
+        self._policy = on_unavailable
+        self._clock = clock
+        self._sleep = sleep
+        self._script: AsyncScript = redis.register_script(GCRA_SCRIPT)
+        self._queue = WaiterQueue()
+        self._down_until = -float("inf")
+        self._local: LocalRateLimiter | None = None
+        if isinstance(on_unavailable, DegradeToLocal):
+            self._local = LocalRateLimiter(
+                rate * on_unavailable.fraction, burst, clock=clock, sleep=sleep
+            )
+        self._degraded = False
+        self._closed_down = False
+        self._probe: asyncio.Task[None] | None = None
+        self._refunds: set[asyncio.Task[None]] = set()
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str,
+        *,
+        key: str,
+        rate: float,
+        burst: int = 1,
+        on_unavailable: UnavailablePolicy,
+        timeout: float = 1.0,
+        jitter: float = 0.01,
+        clock: Clock = time.monotonic,
+        sleep: Sleep = asyncio.sleep,
+    ) -> RedisRateLimiter:
+        """Connect to `url` (redis:// or rediss://) with short timeouts, so an outage is noticed."""
+        client = redis.asyncio.Redis.from_url(
+            url, socket_timeout=timeout, socket_connect_timeout=timeout
+        )
+        return cls(
+            client,
+            key=key,
+            rate=rate,
+            burst=burst,
+            on_unavailable=on_unavailable,
+            jitter=jitter,
+            clock=clock,
+            sleep=sleep,
+        )
+
+    @property
+    def rate(self) -> float:
+        """The account-wide rate in recipients per second."""
+        return self._rate
+
+    @property
+    def slot_interval(self) -> float:
+        """Seconds between two single-recipient slots in the shared schedule.
+
+        1/rate, stretched just enough that slots shifted by up to `jitter` seconds between
+        processes still put at most ceil(rate) + burst sends in any one-second window: with
+        the default 10 ms this costs 1% of the rate.
+        """
+        return max(1.0 / self._rate, (1.0 + self._jitter) / math.ceil(self._rate))
+
+    @property
+    def degraded(self) -> bool:
+        """True while requests are served by the local fallback limiter."""
+        return self._degraded
+
+    def set_rate(self, rate: float) -> None:
+        """Change the rate used by this replica (and its local fallback)."""
+        self._rate = check_rate(rate)
+        if self._local is not None and isinstance(self._policy, DegradeToLocal):
+            self._local.set_rate(rate * self._policy.fraction)
+
+    async def aclose(self) -> None:
+        """Stop the background probe and close the Redis connection pool."""
+        if self._probe is not None:
+            self._probe.cancel()
+            await asyncio.gather(self._probe, return_exceptions=True)
+            self._probe = None
+        await asyncio.gather(*self._refunds, return_exceptions=True)
+        await self._redis.aclose()
+
+    async def acquire(self, cost: int, *, max_wait: float | None = None) -> float:
+        """Wait for `cost` recipients of account-wide capacity; return the seconds waited."""
+        check_cost(cost)
+        check_max_wait(max_wait)
+        start = self._clock()
+        if self._degraded:
+            return await self._local_acquire(cost, max_wait, start)
+        if max_wait is not None and self._queue:
+            # Fail fast: estimate the wait behind this process's queue without taking anything.
+            reply = await self._call(cost, "peek", ahead=self._unreserved_cost())
+            if reply is None:
+                return await self._local_acquire(cost, max_wait, start)
+            if reply.wait > max_wait + WAIT_EPSILON:
+                raise timeout_error(cost, reply.wait, max_wait)
+        waiter = self._queue.join(cost)
+        try:
+            await waiter.turn.wait()
+            if self._degraded:
+                self._queue.leave(waiter)
+                return await self._local_acquire(cost, max_wait, start)
+            remaining = None if max_wait is None else max(0.0, start + max_wait - self._clock())
+            reply = await self._call(cost, "reserve", max_wait=remaining)
+            if reply is None:
+                self._queue.leave(waiter)
+                return await self._local_acquire(cost, max_wait, start)
+            if not reply.taken:
+                raise timeout_error(cost, self._clock() - start + reply.wait, max_wait or 0.0)
+            waiter.reserved = True
+            if reply.wait > 0:
+                await self._wait_slot(cost, reply)
+            return self._clock() - start
+        finally:
+            self._queue.leave(waiter)
+
+    async def _wait_slot(self, cost: int, reply: _Reply) -> None:
+        try:
+            await self._sleep(reply.wait)
+        except asyncio.CancelledError:
+            self._refund(cost, reply.tat)
+            raise
+
+    def _refund(self, cost: int, tat: str) -> None:
+        # The caller is being cancelled and must not wait for Redis: give the slot back in a
+        # tracked background task whose failure is only logged (the slot then goes unused).
+        task = asyncio.get_running_loop().create_task(self._send_refund(cost, tat))
+        self._refunds.add(task)
+        task.add_done_callback(self._refunds.discard)
+
+    async def _send_refund(self, cost: int, tat: str) -> None:
+        try:
+            await self._run_script(cost, "refund", refund_tat=tat)
+        except REDIS_DOWN_ERRORS as error:
+            log.info("could not give back a cancelled rate-limit slot: %s", error)
+
+    async def _local_acquire(self, cost: int, max_wait: float | None, start: float) -> float:
+        assert self._local is not None
+        remaining = None if max_wait is None else max(0.0, start + max_wait - self._clock())
+        await self._local.acquire(cost, max_wait=remaining)
+        return self._clock() - start
+
+    def _unreserved_cost(self) -> int:
+        # The head's reservation, if it has one, is already counted in Redis.
+        head = self._queue.head
+        return self._queue.cost - (head.cost if head.reserved else 0)
+
+    async def _call(
+        self, cost: int, mode: str, *, ahead: int = 0, max_wait: float | None = None
+    ) -> _Reply | None:
+        """Run the script; None means "degraded: use the local limiter"."""
+        if self._clock() < self._down_until:
+            self._raise_unavailable(None)
+        try:
+            result = await self._run_script(cost, mode, ahead=ahead, max_wait=max_wait)
+        except REDIS_DOWN_ERRORS as error:
+            self._on_down(error)
+            return None
+        if self._closed_down:
+            self._closed_down = False
+            log.info("rate limiter store reachable again: requests are admitted again")
+        return result
+
+    async def _run_script(
+        self,
+        cost: int,
+        mode: str,
+        *,
+        ahead: int = 0,
+        max_wait: float | None = None,
+        refund_tat: str = "",
+    ) -> _Reply:
+        interval_us = 1_000_000.0 * self.slot_interval
+        args: list[Any] = [
+            repr(interval_us),
+            self._capacity,
+            cost,
+            repr(ahead * interval_us),
+            -1 if max_wait is None else repr(max_wait * 1_000_000.0),
+            mode,
+            refund_tat,
+        ]
+        taken, wait_us, tat = await self._script(keys=[self._key], args=args)
+        tat_text = tat.decode() if isinstance(tat, bytes) else str(tat)
+        return _Reply(taken=bool(taken), wait=int(wait_us) / 1_000_000.0, tat=tat_text)
+
+    def _on_down(self, error: BaseException) -> None:
+        if not isinstance(self._policy, DegradeToLocal):
+            self._down_until = self._clock() + self._policy.probe_interval
+            if not self._closed_down:
+                self._closed_down = True
+                log.warning("rate limiter store unreachable (%s): failing closed", error)
+            self._raise_unavailable(error)
+        if not self._degraded:
+            self._degraded = True
+            log.warning(
+                "rate limiter store unreachable (%s): degrading to a local limiter at %.3g/s",
+                error,
+                self._rate * self._policy.fraction,
+            )
+        if self._probe is None or self._probe.done():
+            self._probe = asyncio.get_running_loop().create_task(self._probe_until_back())
+
+    def _raise_unavailable(self, error: BaseException | None) -> NoReturn:
+        message = "rate limiter store (Redis) is unreachable"
+        if error is not None:
+            message = f"{message}: {error}"
+        raise RateLimiterUnavailable(message) from error
+
+    async def _probe_until_back(self) -> None:
+        assert isinstance(self._policy, DegradeToLocal)
+        while self._degraded:
+            await self._sleep(self._policy.probe_interval)
+            try:
+                await self._redis.ping()
+            except REDIS_DOWN_ERRORS as error:
+                log.debug("rate limiter store still unreachable: %s", error)
+                continue
+            self._degraded = False
+            log.info("rate limiter store reachable again: back to the shared rate")
