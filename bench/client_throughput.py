@@ -28,8 +28,8 @@ import aiosmtplib
 import attrs
 
 from ses_core.smtp.client import OutboundMessage, SesSmtpClient, SmtpSettings
-from ses_core.testing.smtp_upstream import SmtpUpstream
-from ses_core.testing.tls import TestCertificates
+from ses_core.testing.upstream import SmtpUpstream
+from ses_core.testing.certs import TestCertificates
 
 USER, PASSWORD = "AKIABENCH", "bench-smtp-password"
 SENDER, RECIPIENT = "bench@example.com", "sink@example.com"

@@ -25,7 +25,7 @@ import time
 import attrs
 
 from ses_core.ratelimit.local import LocalRateLimiter, RateLimiter
-from ses_core.ratelimit.redis_gcra import FailClosed, RedisRateLimiter
+from ses_core.ratelimit.redis import FailClosed, RedisRateLimiter
 from ses_core.testing.redis_server import RedisServer
 
 LOAD_FACTOR = 1.25

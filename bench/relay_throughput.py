@@ -2,7 +2,7 @@
 
 Prints figures; it is not a test. Everything runs on 127.0.0.1:
 
-- the sink is the scripted SES stand-in (`ses_core.testing.smtp_upstream.SmtpUpstream`) with
+- the sink is the scripted SES stand-in (`ses_core.testing.upstream.SmtpUpstream`) with
   STARTTLS + AUTH, in this process;
 - the relay runs as a separate process (`python -m relay.main`, uvloop, JSON logs to /dev/null,
   SQLite blacklist on) in AWS mode pointed at the sink, so its memory (PSS) is its own;
@@ -55,8 +55,8 @@ from typing import Any
 import aiosmtplib
 import psutil
 
-from ses_core.testing.smtp_upstream import SmtpUpstream
-from ses_core.testing.tls import TestCertificates
+from ses_core.testing.upstream import SmtpUpstream
+from ses_core.testing.certs import TestCertificates
 
 ROOT = Path(__file__).resolve().parents[1]
 USER, PASSWORD = "AKIATESTUSER", "test-smtp-password"

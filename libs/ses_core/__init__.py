@@ -6,7 +6,7 @@ errors, feedback parsing, the suppression decision, the blacklist port and its i
 adapter). Adapters with third-party clients are imported from their modules, so a consumer such
 as the Lambda never pays for what it does not use:
 `ses_core.blacklist.dynamodb`, `ses_core.blacklist.sqlite`, `ses_core.blacklist.cache`,
-`ses_core.ratelimit.local`, `ses_core.ratelimit.redis_gcra`, `ses_core.ratelimit.send_quota`,
+`ses_core.ratelimit.local`, `ses_core.ratelimit.redis`, `ses_core.ratelimit.ses_quota`,
 `ses_core.smtp.client`, `ses_core.feedback.sns_signature`, and the test doubles in `ses_core.testing`.
 The library reads no environment variables and holds no service configuration.
 """

@@ -31,7 +31,7 @@ from ses_core.blacklist.model import (
 )
 from ses_core.errors import BlacklistUnavailable
 from ses_core.feedback.suppression import BounceThreshold
-from ses_core.testing import notifications as fx
+from ses_core.testing import feedback_docs as fx
 from ses_core.testing.blacklists import DelegatingBlacklist
 from ses_core.testing.moto_dynamodb import create_blacklist_table
 

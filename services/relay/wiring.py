@@ -78,7 +78,7 @@ async def build_limiter(
     rate = config.rate_limit if config.rate_limit is not None else AUTO_FALLBACK_RATE
     limiter: Any
     if config.redis_url:
-        from ses_core.ratelimit.redis_gcra import DegradeToLocal, FailClosed, RedisRateLimiter
+        from ses_core.ratelimit.redis import DegradeToLocal, FailClosed, RedisRateLimiter
 
         policy: DegradeToLocal | FailClosed = (
             DegradeToLocal(fraction=1.0 / config.replicas) if config.redis_degrade else FailClosed()
@@ -105,7 +105,7 @@ async def build_limiter(
     else:
         limiter = LocalRateLimiter(rate, config.rate_burst)
     if config.rate_limit is None:
-        from ses_core.ratelimit.send_quota import QuotaGuardedLimiter, SendQuotaPoller
+        from ses_core.ratelimit.ses_quota import QuotaGuardedLimiter, SendQuotaPoller
 
         poller = SendQuotaPoller(
             limiter,

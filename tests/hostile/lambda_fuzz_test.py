@@ -5,7 +5,7 @@ valid records of the same batch are still written, and the only way an invocatio
 documented one for infrastructure errors (`BlacklistUnavailable`: raised for SNS, listed in
 `batchItemFailures` for SQS). The handler runs exactly as wired for production (`make_handler`)
 over moto's DynamoDB and SES (`mock_aws`). Inputs come from hypothesis (arbitrary JSON, arbitrary
-events) and from mutating the real documents of `ses_core.testing.notifications`: a field deleted,
+events) and from mutating the real documents of `ses_core.testing.feedback_docs`: a field deleted,
 nulled, retyped, emptied, made enormous or deeply nested, the JSON text truncated.
 """
 
@@ -29,7 +29,7 @@ from blacklist_lambda.handler import Handler, make_handler
 from ses_core.blacklist.dynamodb import DynamoDBBlacklist
 from ses_core.blacklist.model import BlacklistEntry, BlacklistEvent, OccurrenceResult
 from ses_core.errors import BlacklistUnavailable
-from ses_core.testing import notifications as fx
+from ses_core.testing import feedback_docs as fx
 from ses_core.testing.blacklists import DelegatingBlacklist
 from ses_core.testing.moto_dynamodb import create_blacklist_table
 

@@ -35,8 +35,8 @@ from relay.auth import hash_password
 from relay.config import RelayConfig
 from relay.server import RelayServer, serve
 from relay.wiring import Components, build_components
-from ses_core.testing.smtp_upstream import SmtpUpstream
-from ses_core.testing.tls import TestCertificates
+from ses_core.testing.upstream import SmtpUpstream
+from ses_core.testing.certs import TestCertificates
 
 #: The relay's own AUTH user (clients authenticate with these).
 RELAY_USER = "app"

@@ -33,8 +33,8 @@ from hypothesis import strategies as st
 from relay.auth import AuthThrottle
 from relay.config import RelayConfig
 from relay.wiring import Components
-from ses_core.testing.smtp_upstream import SmtpUpstream, ThreadedUpstream
-from ses_core.testing.tls import TestCertificates
+from ses_core.testing.upstream import SmtpUpstream, ThreadedUpstream
+from ses_core.testing.certs import TestCertificates
 from tests.hostile.relays import (
     RELAY_PASSWORD,
     RELAY_USER,

@@ -31,7 +31,7 @@ import pytest
 
 from ses_core.blacklist.dynamodb import DynamoDBBlacklist
 from ses_core.blacklist.model import BlacklistReason
-from ses_core.testing import notifications as fx
+from ses_core.testing import feedback_docs as fx
 from ses_core.testing.moto_dynamodb import TEST_REGION, MotoServer, create_blacklist_table
 
 ZIP_CANDIDATES = (

@@ -18,7 +18,7 @@ from relay.outbox import OutboxSender
 from relay.tls import server_context
 from relay.wiring import Components
 from ses_core.testing.moto_dynamodb import MotoServer
-from ses_core.testing.tls import TestCertificates
+from ses_core.testing.certs import TestCertificates
 from tests.integration.relay_support import base_config, message, relay_client, running_relay
 
 PASSWORD = "correct horse battery"

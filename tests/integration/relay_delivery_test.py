@@ -19,14 +19,14 @@ from relay.wiring import Components
 from ses_core.ratelimit.local import LocalRateLimiter
 from ses_core.smtp.client import OutboundMessage
 from ses_core.smtp.results import SendResult
-from ses_core.testing.smtp_upstream import (
+from ses_core.testing.upstream import (
     SES_NOT_VERIFIED,
     SES_THROTTLED,
     Fault,
     SmtpUpstream,
     Stage,
 )
-from ses_core.testing.tls import TestCertificates
+from ses_core.testing.certs import TestCertificates
 from tests.integration.relay_support import (
     base_config,
     message,

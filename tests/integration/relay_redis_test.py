@@ -16,8 +16,8 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 
 from ses_core.testing.redis_server import RedisServer
-from ses_core.testing.smtp_upstream import SmtpUpstream
-from ses_core.testing.tls import TestCertificates
+from ses_core.testing.upstream import SmtpUpstream
+from ses_core.testing.certs import TestCertificates
 from tests.integration.relay_support import (
     UPSTREAM_PASSWORD,
     UPSTREAM_USER,

@@ -26,8 +26,8 @@ from relay.config import RelayConfig
 from relay.server import RelayServer, serve
 from relay.wiring import Components
 from ses_core.smtp.client import SesSmtpClient, SmtpSettings
-from ses_core.testing.smtp_upstream import SmtpUpstream
-from ses_core.testing.tls import TestCertificates
+from ses_core.testing.upstream import SmtpUpstream
+from ses_core.testing.certs import TestCertificates
 
 UPSTREAM_USER, UPSTREAM_PASSWORD = "AKIATESTUSER", "test-smtp-password"
 MESSAGE = (

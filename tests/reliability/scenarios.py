@@ -43,7 +43,7 @@ from pathlib import Path
 
 import attrs
 
-from ses_core.testing.smtp_upstream import (
+from ses_core.testing.upstream import (
     SES_BAD_CREDENTIALS,
     SES_DAILY_QUOTA,
     SES_MAX_MESSAGES,
@@ -54,7 +54,7 @@ from ses_core.testing.smtp_upstream import (
     SmtpUpstream,
     Stage,
 )
-from ses_core.testing.tls import TestCertificates
+from ses_core.testing.certs import TestCertificates
 from tests.reliability.fault_proxy import FaultProxy, ProxyMode
 from tests.reliability.load_client import (
     DeliveryTally,

@@ -28,7 +28,7 @@ import attrs
 
 from ses_core.addresses import EmailAddress
 from ses_core.errors import InvalidAddress, MalformedNotification
-from ses_core.feedback._json_fields import (
+from ses_core.feedback._json import (
     MAX_MESSAGE_CHARS,
     JsonObject,
     as_object,

@@ -18,7 +18,7 @@ from ses_core.feedback.notifications import (
     NotificationKind,
     SesNotification,
 )
-from ses_core.testing import notifications as fx
+from ses_core.testing import feedback_docs as fx
 
 
 def test_classic_bounce_with_dsn_keeps_every_field() -> None:

@@ -29,7 +29,7 @@ from ses_core.feedback.sns_signature import (
     string_to_sign,
     validate_certificate_url,
 )
-from ses_core.testing import notifications as fx
+from ses_core.testing import feedback_docs as fx
 
 NOW = datetime(2024, 6, 1, 12, 0, tzinfo=UTC)
 

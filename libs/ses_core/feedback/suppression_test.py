@@ -19,7 +19,7 @@ from ses_core.feedback.suppression import (
     decide_suppression,
 )
 from ses_core.feedback.transport import parse_feedback
-from ses_core.testing import notifications as fx
+from ses_core.testing import feedback_docs as fx
 
 
 def _bounce(bounce_type: str, subtype: str, *recipients: str) -> SesNotification:

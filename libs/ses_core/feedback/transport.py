@@ -25,7 +25,7 @@ from typing import Any
 import attrs
 
 from ses_core.errors import MalformedNotification
-from ses_core.feedback._json_fields import (
+from ses_core.feedback._json import (
     MAX_MESSAGE_CHARS,
     MAX_PAYLOAD_CHARS,
     JsonObject,

@@ -20,7 +20,7 @@ from ses_core.feedback.transport import (
     iter_feedback,
     parse_feedback,
 )
-from ses_core.testing import notifications as fx
+from ses_core.testing import feedback_docs as fx
 
 
 def _only(payload: Any) -> FeedbackRecord:

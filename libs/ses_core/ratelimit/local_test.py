@@ -11,7 +11,7 @@ import pytest
 
 from ses_core.errors import RateLimitTimeout
 from ses_core.ratelimit.local import LocalRateLimiter, RateLimiter, RateLimitSpec
-from ses_core.testing.virtual_clock import VirtualClock
+from ses_core.testing.clock import VirtualClock
 
 
 @pytest.fixture

@@ -29,7 +29,7 @@ from ses_core.smtp.client import (
     SesSmtpClient,
     SmtpSettings,
 )
-from ses_core.testing.smtp_upstream import (
+from ses_core.testing.upstream import (
     SES_ACCESS_DENIED,
     SES_BAD_CREDENTIALS,
     SES_DAILY_QUOTA,
@@ -47,7 +47,7 @@ from ses_core.testing.smtp_upstream import (
     Stage,
     TlsMode,
 )
-from ses_core.testing.tls import TestCertificates
+from ses_core.testing.certs import TestCertificates
 
 USER = "AKIATESTUSER"
 PASSWORD = "test-smtp-password"

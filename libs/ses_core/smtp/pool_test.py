@@ -8,7 +8,7 @@ import pytest
 
 from ses_core.smtp._pool import _session_class, build_tls_context
 from ses_core.smtp.results import ReplyClass
-from ses_core.testing.tls import TestCertificates
+from ses_core.testing.certs import TestCertificates
 
 
 @pytest.mark.parametrize("use_ca_file", [False, True])

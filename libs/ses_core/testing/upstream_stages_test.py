@@ -14,14 +14,14 @@ from collections.abc import AsyncIterator
 import aiosmtplib
 import pytest
 
-from ses_core.testing.smtp_upstream import (
+from ses_core.testing.upstream import (
     SES_TEMPORARY_AUTH,
     SES_TOO_MANY_CONNECTIONS,
     Fault,
     SmtpUpstream,
     Stage,
 )
-from ses_core.testing.tls import TestCertificates
+from ses_core.testing.certs import TestCertificates
 
 USER, PASSWORD = "AKIATESTUSER", "test-smtp-password"
 DELAY = 0.2

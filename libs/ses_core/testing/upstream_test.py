@@ -7,7 +7,7 @@ import ssl
 import aiosmtplib
 import pytest
 
-from ses_core.testing.smtp_upstream import (
+from ses_core.testing.upstream import (
     SES_THROTTLED,
     Action,
     Fault,
@@ -17,7 +17,7 @@ from ses_core.testing.smtp_upstream import (
     ThreadedUpstream,
     TlsMode,
 )
-from ses_core.testing.tls import TestCertificates, make_server_tls
+from ses_core.testing.certs import TestCertificates, make_server_tls
 
 USER, PASSWORD = "AKIATESTUSER", "test-smtp-password"
 MESSAGE = b"Message-ID: <u1@example.com>\r\nSubject: s\r\n\r\nbody\r\n"

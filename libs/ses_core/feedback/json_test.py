@@ -1,4 +1,4 @@
-"""Tests for ses_core.feedback._json_fields: typed, path-naming reads of untrusted JSON."""
+"""Tests for ses_core.feedback._json: typed, path-naming reads of untrusted JSON."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from ses_core.errors import MalformedNotification
-from ses_core.feedback._json_fields import (
+from ses_core.feedback._json import (
     as_object,
     describe,
     load_json,

@@ -20,8 +20,8 @@ from moto import mock_aws
 
 from ses_core.errors import DailyQuotaExhausted
 from ses_core.ratelimit.local import LocalRateLimiter
-from ses_core.ratelimit.send_quota import QuotaGuardedLimiter, SendQuota, SendQuotaPoller
-from ses_core.testing.virtual_clock import VirtualClock
+from ses_core.ratelimit.ses_quota import QuotaGuardedLimiter, SendQuota, SendQuotaPoller
+from ses_core.testing.clock import VirtualClock
 
 T = TypeVar("T")
 CREDENTIALS = {
@@ -177,7 +177,7 @@ async def test_unreadable_quota_uses_fallback_rate(
     stubber.add_client_error("get_account", "TooManyRequestsException", http_status_code=429)
     limiter = limiter_for(clock)
     poller = poller_for(clock, limiter, sesv2_client=client)
-    with caplog.at_level(logging.WARNING, logger="ses_core.ratelimit.send_quota"):
+    with caplog.at_level(logging.WARNING, logger="ses_core.ratelimit.ses_quota"):
         await start(clock, poller)
     assert limiter.rate == 3.0
     assert poller.quota is None and not poller.exhausted

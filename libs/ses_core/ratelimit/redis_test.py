@@ -21,9 +21,9 @@ import redis.asyncio
 
 from ses_core.errors import RateLimiterUnavailable, RateLimitTimeout
 from ses_core.ratelimit.local import RateLimiter
-from ses_core.ratelimit.redis_gcra import DegradeToLocal, FailClosed, RedisRateLimiter
+from ses_core.ratelimit.redis import DegradeToLocal, FailClosed, RedisRateLimiter
 from ses_core.testing.redis_server import RedisServer, free_port
-from ses_core.testing.virtual_clock import VirtualClock
+from ses_core.testing.clock import VirtualClock
 
 KEY = "test:rate"
 T = TypeVar("T")
@@ -309,7 +309,7 @@ async def test_fail_closed_raises_then_recovers(
 ) -> None:
     """Redis down: retryable RateLimiterUnavailable (one WARNING, no retry storm); back up:
     requests pass again (one INFO)."""
-    caplog.set_level(logging.INFO, logger="ses_core.ratelimit.redis_gcra")
+    caplog.set_level(logging.INFO, logger="ses_core.ratelimit.redis")
     limiter = make(server, clock, policy=FailClosed(probe_interval=2.0))
     await drive(clock, limiter.acquire(1))
     server.kill()
@@ -348,7 +348,7 @@ async def test_degrade_switches_to_local_and_back(
 ) -> None:
     """Redis down: sends continue at the local fraction with one WARNING; once a probe finds
     Redis again, the shared rate is used (one INFO)."""
-    caplog.set_level(logging.INFO, logger="ses_core.ratelimit.redis_gcra")
+    caplog.set_level(logging.INFO, logger="ses_core.ratelimit.redis")
     limiter = make(server, clock, rate=10.0, policy=DegradeToLocal(fraction=0.5, probe_interval=3))
     await drive(clock, limiter.acquire(1))
     server.kill()
