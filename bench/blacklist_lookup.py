@@ -6,7 +6,7 @@ about a tenth of the population is blacklisted. Each message is one `lookup_many
 
 Backends: moto in-process (`mock_aws`, no HTTP: measures our code plus moto), moto's HTTP server
 on 127.0.0.1 (real HTTP round trips: closer to a relay talking to DynamoDB, though a real
-DynamoDB round trip is slower still, ~2-10 ms in-region), and a SQLite file for comparison.
+DynamoDB round trip is slower still), and a SQLite file for comparison.
 Each run is bounded by both a message count and a time limit. Prints figures; asserts nothing.
 
     PYTHONPATH=libs:services:. python -m bench.blacklist_lookup --seconds 3
@@ -28,9 +28,8 @@ from typing import Any
 
 from moto import mock_aws
 
-from ses_core.blacklist.cache import CachedBlacklist
-from ses_core.blacklist.dynamodb import DynamoDBBlacklist
-from ses_core.blacklist.model import Blacklist, BlacklistEntry, BlacklistReason
+from ses_core.blacklist import Blacklist, BlacklistEntry, BlacklistReason, CachedBlacklist
+from ses_core.blacklist.dynamodb import DynamoDBBlacklist, entry_to_item
 from ses_core.blacklist.sqlite import SqliteBlacklist
 from ses_core.testing.moto_dynamodb import (
     TEST_REGION,
@@ -70,7 +69,7 @@ def load_dynamodb(client: Any, blacklisted: list[str]) -> None:
     now = datetime.now(UTC)
     for start in range(0, len(blacklisted), 25):
         requests = [
-            {"PutRequest": {"Item": BlacklistEntry.manual(a, now=now).to_item()}}
+            {"PutRequest": {"Item": entry_to_item(BlacklistEntry.manual(a, now=now))}}
             for a in blacklisted[start : start + 25]
         ]
         client.batch_write_item(RequestItems={TABLE: requests})

@@ -27,9 +27,10 @@ import time
 import aiosmtplib
 import attrs
 
-from ses_core.smtp.client import OutboundMessage, SesSmtpClient, SmtpSettings
-from ses_core.testing.upstream import SmtpUpstream
+from ses_core.smtp import OutboundMessage, SmtpSettings
+from ses_core.smtp.client import SesSmtpClient
 from ses_core.testing.certs import TestCertificates
+from ses_core.testing.upstream import SmtpUpstream
 
 USER, PASSWORD = "AKIABENCH", "bench-smtp-password"
 SENDER, RECIPIENT = "bench@example.com", "sink@example.com"

@@ -24,7 +24,7 @@ import time
 
 import attrs
 
-from ses_core.ratelimit.local import LocalRateLimiter, RateLimiter
+from ses_core.ratelimit import LocalRateLimiter, RateLimiter
 from ses_core.ratelimit.redis import FailClosed, RedisRateLimiter
 from ses_core.testing.redis_server import RedisServer
 
@@ -132,10 +132,8 @@ def _redis_worker(
 ) -> list[float]:
     async def main() -> list[float]:
         limiter = RedisRateLimiter.from_url(url, key=key, rate=rate, on_unavailable=FailClosed())
-        try:
+        async with limiter:
             return await offer_load(limiter, share, seconds, start)
-        finally:
-            await limiter.aclose()
 
     return asyncio.run(main())
 

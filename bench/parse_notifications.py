@@ -31,8 +31,7 @@ from collections.abc import Callable
 
 import attrs
 
-from ses_core.feedback.suppression import decide_suppression
-from ses_core.feedback.transport import parse_feedback
+from ses_core.feedback import decide_suppression, parse_feedback
 from ses_core.testing import feedback_docs as fixtures
 
 GOAL_PER_SECOND = 20_000

@@ -4,8 +4,9 @@ Prints figures; it is not a test. Everything runs on 127.0.0.1:
 
 - the sink is the scripted SES stand-in (`ses_core.testing.upstream.SmtpUpstream`) with
   STARTTLS + AUTH, in this process;
-- the relay runs as a separate process (`python -m relay.main`, uvloop, JSON logs to /dev/null,
-  SQLite blacklist on) in AWS mode pointed at the sink, so its memory (PSS) is its own;
+- the relay runs as a separate process (`python -m relay.main` through the test harness, uvloop,
+  logs discarded, SQLite blacklist on) in AWS mode pointed at the sink, so its memory (PSS) is
+  its own;
 - the load generator (aiosmtplib, one session per connection, EHLO once) runs in a process of
   its own, as an application does (`--in-process-client` runs it in this process instead).
 
@@ -13,8 +14,8 @@ Why a separate load process: in one process with the sink, the direct baseline n
 process boundary (client and sink answered each other within one event loop) while the relay
 path crossed two per round trip, so one connection measured mostly the cost of process wake-ups;
 and at 20 connections the baseline's client and sink shared one core while the relay had a
-second, which flattered the relay (a ratio of 1.49). With its own process each side pays real
-boundaries, as apps, relays and SES do on separate machines.
+second, which flattered the relay. With its own process each side pays real boundaries, as
+apps, relays and SES do on separate machines.
 
 Phases (each message is ~2 KB, one recipient, a unique Message-ID):
 1. throughput, N messages over 1 and over 20 connections: direct client -> sink (STARTTLS + AUTH
@@ -41,10 +42,7 @@ import concurrent.futures
 import contextlib
 import multiprocessing
 import os
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -55,11 +53,11 @@ from typing import Any
 import aiosmtplib
 import psutil
 
-from ses_core.testing.upstream import SmtpUpstream
 from ses_core.testing.certs import TestCertificates
+from ses_core.testing.upstream import DEFAULT_CREDENTIALS, SmtpUpstream
+from tests.support.relay_harness import RelayProcess, upstream_environ
 
-ROOT = Path(__file__).resolve().parents[1]
-USER, PASSWORD = "AKIATESTUSER", "test-smtp-password"
+USER, PASSWORD = DEFAULT_CREDENTIALS
 BODY = ("x" * 76 + "\r\n") * 24  # ~1.9 KB of body; with headers ~2 KB
 PHASE_TIMEOUT = 600.0
 
@@ -74,30 +72,18 @@ def payload(tag: str, number: int) -> tuple[str, bytes]:
     return message_id, data
 
 
-def free_port() -> int:
-    """A free loopback port."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 class Sink:
-    """The SES stand-in, with arrival times recorded per accepted message."""
+    """The SES stand-in; each accepted message carries its arrival time."""
 
     def __init__(self, certs: TestCertificates, *, pipelining: bool = True) -> None:
         self.upstream = SmtpUpstream(certs.server_context(), pipelining=pipelining)
-        self.arrivals: list[float] = []
-        accept = self.upstream._accept  # noqa: SLF001 - timestamps for the precision phase
 
-        def timed_accept(*args: Any) -> str:
-            self.arrivals.append(time.monotonic())
-            return accept(*args)
-
-        self.upstream._accept = timed_accept  # type: ignore[method-assign,assignment]
+    @property
+    def arrivals(self) -> list[float]:
+        return [m.received_at for m in self.upstream.messages]
 
     def reset(self) -> None:
         self.upstream.messages.clear()
-        self.arrivals.clear()
 
     def ids(self) -> collections.Counter[str]:
         return collections.Counter(m.message_id or "" for m in self.upstream.messages)
@@ -105,57 +91,23 @@ class Sink:
 
 @contextlib.contextmanager
 def relay_process(
-    sink_port: int, ca_file: str, workdir: Path, **env: str
+    sink: SmtpUpstream, ca_file: str, workdir: Path, **env: str
 ) -> Iterator[tuple[int, psutil.Process]]:
-    """Start a relay process pointed at the sink; yield (SMTP port, psutil handle)."""
-    port = free_port()
-    environ = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "RELAY_", "SMTP_"))}
-    environ.update(
-        {
-            "PYTHONPATH": os.pathsep.join(str(ROOT / p) for p in ("libs", "services", ".")),
-            "SMTP_PORT": str(port),
-            "AWS_SMTP_HOST": "127.0.0.1",
-            "AWS_SMTP_PORT": str(sink_port),
-            "AWS_SMTP_USERNAME": USER,
-            "AWS_SMTP_PASSWORD": PASSWORD,
-            "RELAY_UPSTREAM_CA_FILE": ca_file,
-            "RELAY_BLACKLIST_SQLITE": str(workdir / "blacklist.sqlite3"),
-            "RELAY_METRICS_PORT": "off",
-            "RELAY_MAX_WAIT": "60",
-            "RELAY_GRACE_PERIOD": "2",
-            "SES_RATE_LIMIT": "1000000",
-            "RELAY_RATE_BURST": "1000",
-        }
-    )
-    environ.update(env)
-    command = [sys.executable, "-m", "relay.main"]
-    if os.environ.get("RELAY_BENCH_PROFILE"):
-        command = [sys.executable, os.environ["RELAY_BENCH_PROFILE"]]
-    process = subprocess.Popen(
-        command,
-        env=environ,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"relay exited with {process.returncode}")
-            with socket.socket() as sock:
-                if sock.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            if time.monotonic() > deadline:
-                raise TimeoutError("relay did not start")
-            time.sleep(0.05)
-        yield port, psutil.Process(process.pid)
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(5)
+    """Start a relay process pointed at the sink (logs discarded); yield (SMTP port, psutil
+    handle). `RELAY_BENCH_PROFILE` names a script to run instead of `-m relay.main`."""
+    environ = {
+        **upstream_environ(sink, ca_file),
+        "RELAY_BLACKLIST_SQLITE": str(workdir / "blacklist.sqlite3"),
+        "RELAY_MAX_WAIT": "60",
+        "RELAY_GRACE_PERIOD": "2",
+        "SES_RATE_LIMIT": "1000000",
+        "RELAY_RATE_BURST": "1000",
+        **env,
+    }
+    profile = os.environ.get("RELAY_BENCH_PROFILE")
+    command = [sys.executable, profile] if profile else None
+    with RelayProcess(environ, command=command) as relay:
+        yield relay.port, psutil.Process(relay.pid)
 
 
 @contextlib.asynccontextmanager
@@ -311,9 +263,7 @@ async def run(args: argparse.Namespace) -> None:
     try:
         pss: list[int] = []
         extra = {"RELAY_BLACKLIST_SQLITE": ""} if args.no_blacklist else {}
-        with relay_process(
-            sink.upstream.port, ca, workdir, RELAY_POOL_SIZE=str(args.pool), **extra
-        ) as (
+        with relay_process(sink.upstream, ca, workdir, RELAY_POOL_SIZE=str(args.pool), **extra) as (
             port,
             proc,
         ):
@@ -410,7 +360,7 @@ async def run(args: argparse.Namespace) -> None:
             )
 
         with relay_process(
-            sink.upstream.port,
+            sink.upstream,
             ca,
             workdir,
             SES_RATE_LIMIT="50",
@@ -471,7 +421,7 @@ def main() -> None:
     parser.add_argument(
         "--in-process-client",
         action="store_true",
-        help="run the load generator in the benchmark's own process, with the sink (older method)",
+        help="run the load generator in the benchmark's own process, with the sink",
     )
     args = parser.parse_args()
     if args.quick:

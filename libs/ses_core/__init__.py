@@ -1,23 +1,26 @@
-"""ses_core: the reusable heart of ses-relay.
+"""ses_core: the reusable heart of ses-relay, in four parts plus a small shared core.
 
-Parsing of SES feedback, the blacklist repository, the SES-aware rate limiter and the pooled SES
-SMTP client. This package re-exports the small core that has no heavy dependencies (addresses,
-errors, feedback parsing, the suppression decision, the blacklist port and its in-memory
-adapter). Adapters with third-party clients are imported from their modules, so a consumer such
-as the Lambda never pays for what it does not use:
-`ses_core.blacklist.dynamodb`, `ses_core.blacklist.sqlite`, `ses_core.blacklist.cache`,
-`ses_core.ratelimit.local`, `ses_core.ratelimit.redis`, `ses_core.ratelimit.ses_quota`,
-`ses_core.smtp.client`, `ses_core.feedback.sns_signature`, and the test doubles in `ses_core.testing`.
-The library reads no environment variables and holds no service configuration.
+- `ses_core.feedback`: SES bounce/complaint notifications, their transports, the suppression policy;
+- `ses_core.blacklist`: the blacklist repository (ports, memory, cache, SQLite, DynamoDB);
+- `ses_core.ratelimit`: per-recipient rate limiting, local or shared through Redis, and SES quotas;
+- `ses_core.smtp`: the pooled SES SMTP client.
+
+This front door re-exports the light core (addresses, errors, feedback parsing and the blacklist
+values and ports); adapters with third-party clients are imported from their own modules, so a
+consumer such as the Lambda never pays for what it does not use (see docs/architecture.md). The
+library reads no environment variables and holds no service configuration.
 """
 
 from ses_core.addresses import EmailAddress, normalize_address
-from ses_core.blacklist.model import (
+from ses_core.blacklist import (
     Blacklist,
+    BlacklistAdmin,
     BlacklistEntry,
     BlacklistEvent,
     BlacklistPage,
+    BlacklistReader,
     BlacklistReason,
+    BlacklistWriter,
     InMemoryBlacklist,
 )
 from ses_core.errors import (
@@ -32,31 +35,35 @@ from ses_core.errors import (
     SignatureInvalid,
     UpstreamUnavailable,
 )
-from ses_core.feedback.notifications import (
+from ses_core.feedback import (
+    DEFAULT_POLICY,
     Bounce,
     Complaint,
     Delivery,
+    FeedbackRecord,
     Mail,
     NotificationKind,
+    RecordFailure,
     SesNotification,
-)
-from ses_core.feedback.suppression import (
-    DEFAULT_POLICY,
     SuppressionDecision,
     SuppressionPolicy,
     Verdict,
     decide_suppression,
+    iter_feedback,
+    parse_feedback,
 )
-from ses_core.feedback.transport import FeedbackRecord, RecordFailure, iter_feedback, parse_feedback
 
 __all__ = [
     "DEFAULT_POLICY",
     "Blacklist",
+    "BlacklistAdmin",
     "BlacklistEntry",
     "BlacklistEvent",
     "BlacklistPage",
+    "BlacklistReader",
     "BlacklistReason",
     "BlacklistUnavailable",
+    "BlacklistWriter",
     "Bounce",
     "CertificateUnavailable",
     "Complaint",

@@ -2,8 +2,8 @@
 
 Each error derives from `SesCoreError` and from the closest built-in exception, so callers can
 catch either the library's family or the familiar built-in (`ValueError`, `ConnectionError`,
-`TimeoutError`). Errors that a caller should retry (the relay answers 4xx for them) are marked by
-the `retryable` class attribute, so services map errors to protocol answers in one place.
+`TimeoutError`). Services map them to protocol answers at their edge (the relay's SMTP replies,
+the Lambda's retries).
 """
 
 from __future__ import annotations
@@ -11,8 +11,6 @@ from __future__ import annotations
 
 class SesCoreError(Exception):
     """Base class of every error raised by ses_core."""
-
-    retryable: bool = False
 
 
 class InvalidAddress(SesCoreError, ValueError):
@@ -35,8 +33,6 @@ class SignatureInvalid(SesCoreError, ValueError):
 class BlacklistUnavailable(SesCoreError, ConnectionError):
     """The blacklist store could not answer; never read this as "not blacklisted"."""
 
-    retryable = True
-
 
 class LookupWouldBlock(SesCoreError):
     """A lookup asked to answer at once (`InstantLookup.lookup_now`) would have to wait for I/O
@@ -46,8 +42,6 @@ class LookupWouldBlock(SesCoreError):
 class RateLimitTimeout(SesCoreError, TimeoutError):
     """Waiting for send-rate capacity would exceed the caller's deadline."""
 
-    retryable = True
-
     def __init__(self, message: str, wait_seconds: float) -> None:
         super().__init__(message)
         self.wait_seconds = wait_seconds
@@ -56,22 +50,14 @@ class RateLimitTimeout(SesCoreError, TimeoutError):
 class RateLimiterUnavailable(SesCoreError, ConnectionError):
     """The shared rate limiter's store is unreachable and the limiter is set to fail closed."""
 
-    retryable = True
-
 
 class DailyQuotaExhausted(SesCoreError):
     """The account's rolling 24-hour sending quota is used up; retry later, never drop."""
-
-    retryable = True
 
 
 class UpstreamUnavailable(SesCoreError, ConnectionError):
     """The upstream SMTP server (SES) cannot be reached, or refuses the relay's TLS or login."""
 
-    retryable = True
-
 
 class CertificateUnavailable(SesCoreError, ConnectionError):
     """An SNS signing certificate could not be fetched; retry later (not proof of forgery)."""
-
-    retryable = True

@@ -16,8 +16,7 @@ from typing import Any
 import attrs
 
 from ses_core.addresses import normalize_address
-from ses_core.blacklist.dynamodb import DynamoDBBlacklist
-from ses_core.blacklist.model import BlacklistEntry
+from ses_core.blacklist.dynamodb import DynamoDBBlacklist, entry_from_item
 from ses_core.errors import InvalidAddress
 
 log = logging.getLogger(__name__)
@@ -69,7 +68,7 @@ def migrate_legacy_keys(
                 report.rewritten += 1
                 action = "rewrite"
                 if not dry_run:
-                    blacklist.put(BlacklistEntry.from_item(item))
+                    blacklist.put(entry_from_item(item))
             else:
                 report.merged += 1
                 action = "drop (normalised entry exists)"

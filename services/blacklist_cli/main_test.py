@@ -15,8 +15,9 @@ from botocore.stub import Stubber
 from moto import mock_aws
 
 from blacklist_cli.clients import Boto3Clients
-from blacklist_cli.main import ExitCode, main
-from ses_core.blacklist.model import BlacklistEntry, BlacklistEvent, BlacklistReason
+from blacklist_cli.commands import ExitCode
+from blacklist_cli.main import main
+from ses_core.blacklist import BlacklistEntry, BlacklistEvent, BlacklistReason
 from ses_core.blacklist.sqlite import SqliteBlacklist
 from ses_core.testing.moto_dynamodb import create_blacklist_table
 

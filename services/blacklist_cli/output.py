@@ -10,7 +10,7 @@ import json
 from collections.abc import Iterable, Sequence
 from typing import Any, TextIO
 
-from ses_core.blacklist.model import BlacklistEntry
+from ses_core.blacklist import BlacklistEntry
 
 #: Table columns: header and how to read the cell from an entry.
 COLUMNS: tuple[str, ...] = ("ADDRESS", "REASON", "DETAIL", "COUNT", "FIRST_SEEN", "LAST_SEEN")

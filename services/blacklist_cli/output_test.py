@@ -7,7 +7,7 @@ import json
 from datetime import UTC, datetime
 
 from blacklist_cli.output import MAX_DETAIL_WIDTH, entry_to_json, write_json_lines, write_table
-from ses_core.blacklist.model import BlacklistEntry, BlacklistReason
+from ses_core.blacklist import BlacklistEntry, BlacklistReason
 
 T1 = datetime(2024, 3, 1, 12, 0, 5, 123456, tzinfo=UTC)
 

@@ -29,7 +29,7 @@ from typing import Any, Protocol
 import attrs
 
 from ses_core.addresses import normalize_address
-from ses_core.blacklist.model import Blacklist, BlacklistEntry, BlacklistReason
+from ses_core.blacklist import BlacklistAdmin, BlacklistEntry, BlacklistReason
 from ses_core.errors import InvalidAddress
 
 log = logging.getLogger(__name__)
@@ -170,7 +170,7 @@ def iter_suppressed(
 
 
 def import_from_ses(
-    blacklist: Blacklist,
+    blacklist: BlacklistAdmin,
     client: SuppressionListClient,
     *,
     reasons: Collection[str] | None = None,
@@ -223,7 +223,7 @@ def ses_reason_for(entry: BlacklistEntry) -> str:
 
 
 def export_to_ses(
-    blacklist: Blacklist,
+    blacklist: BlacklistAdmin,
     client: SuppressionListClient,
     *,
     reasons: Collection[BlacklistReason] | None = None,

@@ -24,12 +24,13 @@ from blacklist_cli.suppression_sync import (
     iter_suppressed,
     ses_reason_for,
 )
-from ses_core.blacklist.model import (
+from ses_core.blacklist import (
     BlacklistEntry,
     BlacklistEvent,
     BlacklistReason,
     InMemoryBlacklist,
 )
+from ses_core.testing.clock import VirtualClock
 
 T1 = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
 T2 = datetime(2024, 3, 2, 8, 30, tzinfo=UTC)
@@ -86,21 +87,6 @@ def bounce(address: str, when: datetime = T1) -> BlacklistEvent:
     )
 
 
-class FakeClock:
-    """A monotonic clock that only moves when slept on."""
-
-    def __init__(self, now: float = 100.0) -> None:
-        self.now = now
-        self.sleeps: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
-
-
 class CountingProgress:
     """Records progress updates."""
 
@@ -122,8 +108,8 @@ def test_import_follows_pages_and_adds_missing_addresses(sesv2: tuple[Any, Stubb
     expect_list(stubber, [summary("b@example.org", "COMPLAINT", T2)], token="page-2")
     blacklist = InMemoryBlacklist()
     progress = CountingProgress()
-    clock = FakeClock()
-    pacer = Pacer(1.0, clock=clock, sleep=clock.sleep)
+    clock = VirtualClock()
+    pacer = Pacer(1.0, clock=clock, sleep=clock.sleep_blocking)
     report = import_from_ses(blacklist, client, pacer=pacer, progress=progress)
     assert (report.seen, report.written, report.already_present) == (2, 2, 0)
     assert progress.done == 2
@@ -140,7 +126,7 @@ def test_import_follows_pages_and_adds_missing_addresses(sesv2: tuple[Any, Stubb
 class TimedClient:
     """Delegates to a (stubbed) sesv2 client and notes the clock when each list call starts."""
 
-    def __init__(self, inner: Any, clock: FakeClock) -> None:
+    def __init__(self, inner: Any, clock: VirtualClock) -> None:
         self.inner = inner
         self.clock = clock
         self.list_starts: list[float] = []
@@ -159,9 +145,9 @@ def test_list_pages_are_spaced_by_the_pacer(sesv2: tuple[Any, Stubber]) -> None:
     expect_list(stubber, [summary("a@example.com")], next_token="page-2")
     expect_list(stubber, [summary("b@example.com")], token="page-2", next_token="page-3")
     expect_list(stubber, [], token="page-3")
-    clock = FakeClock()
+    clock = VirtualClock(start=100.0)
     timed = TimedClient(client, clock)
-    pages = list(iter_suppressed(timed, pacer=Pacer(1.0, clock=clock, sleep=clock.sleep)))
+    pages = list(iter_suppressed(timed, pacer=Pacer(1.0, clock=clock, sleep=clock.sleep_blocking)))
     assert [len(page) for page in pages] == [1, 1, 0]
     assert timed.list_starts == [100.0, 101.0, 102.0]
     assert clock.sleeps == [1.0, 1.0]
@@ -247,8 +233,10 @@ def test_export_puts_only_missing_addresses_with_mapped_reasons(sesv2: tuple[Any
         stubber.add_response(
             "put_suppressed_destination", {}, {"EmailAddress": address, "Reason": reason}
         )
-    clock = FakeClock()
-    report = export_to_ses(blacklist, client, pacer=Pacer(1.0, clock=clock, sleep=clock.sleep))
+    clock = VirtualClock()
+    report = export_to_ses(
+        blacklist, client, pacer=Pacer(1.0, clock=clock, sleep=clock.sleep_blocking)
+    )
     assert (report.seen, report.written, report.already_present) == (4, 3, 1)
     # The listing and the three writes share one pacer: every write waits its second.
     assert clock.sleeps == [1.0, 1.0, 1.0]
@@ -337,8 +325,8 @@ def test_imported_complaints_export_as_complaints() -> None:
 
 def test_pacer_spaces_calls_by_the_rate() -> None:
     """The first call goes at once; later ones wait until 1/rate after the previous one."""
-    clock = FakeClock()
-    pacer = Pacer(2.0, clock=clock, sleep=clock.sleep)
+    clock = VirtualClock()
+    pacer = Pacer(2.0, clock=clock, sleep=clock.sleep_blocking)
     pacer.wait()
     pacer.wait()
     clock.now += 1.0  # a slow call: no wait needed afterwards

@@ -4,9 +4,6 @@ When the blacklist table cannot be written, bounces and complaints are at risk o
 (Lambda retries an SNS event only twice), so a human must learn which addresses and messages were
 affected and why. The alert is best effort by design: failing to send it is logged with its own
 traceback, and the caller still fails the invocation with the original error.
-
-The original service built its traceback with the pre-3.10 `format_exception(etype, value, tb)`
-call and crashed inside its own error path; `traceback.format_exception(exc)` is the 3.10+ form.
 """
 
 from __future__ import annotations
@@ -36,7 +33,7 @@ class SesSendEmailClient(Protocol):
 
 
 @attrs.frozen(eq=False)
-class RecordFailure:
+class UnprocessedRecord:
     """One record the Lambda could not process for a reason other than its own content.
 
     Attributes:
@@ -69,7 +66,7 @@ class AlertMessage:
     @classmethod
     def from_failures(
         cls,
-        failures: Sequence[RecordFailure],
+        failures: Sequence[UnprocessedRecord],
         *,
         function_name: str,
         request_id: str,

@@ -16,7 +16,7 @@ from blacklist_lambda.alert import (
     MAX_TRACEBACKS,
     AdminAlerter,
     AlertMessage,
-    RecordFailure,
+    UnprocessedRecord,
 )
 from ses_core.errors import BlacklistUnavailable
 
@@ -29,9 +29,9 @@ def raised(error: BaseException) -> BaseException:
         return exc
 
 
-def failure(index: int = 0, error: BaseException | None = None) -> RecordFailure:
+def failure(index: int = 0, error: BaseException | None = None) -> UnprocessedRecord:
     """A write failure for one message."""
-    return RecordFailure(
+    return UnprocessedRecord(
         message_id=f"msg-{index}",
         addresses=(f"user{index}@example.com",),
         error=raised(error or BlacklistUnavailable("DynamoDB table 'bl': throttled")),
@@ -39,7 +39,7 @@ def failure(index: int = 0, error: BaseException | None = None) -> RecordFailure
     )
 
 
-def render(failures: list[RecordFailure]) -> AlertMessage:
+def render(failures: list[UnprocessedRecord]) -> AlertMessage:
     """Render with fixed invocation details."""
     return AlertMessage.from_failures(failures, function_name="fn", request_id="req-1", table="bl")
 
@@ -75,7 +75,7 @@ def test_chained_cause_appears_in_the_traceback() -> None:
             raise BlacklistUnavailable("endpoint unreachable") from exc
     except BlacklistUnavailable as exc:
         error = exc
-    body = render([RecordFailure("m", ("a@example.com",), error)]).body
+    body = render([UnprocessedRecord("m", ("a@example.com",), error)]).body
     assert "EndpointConnectionError" in body
     assert "direct cause of the following exception" in body
 
@@ -92,7 +92,7 @@ def test_large_batches_are_summarised() -> None:
 def test_record_without_addresses_says_none() -> None:
     """A failure before any address was known still renders."""
     error = raised(KeyError("x"))
-    message = render([RecordFailure("m-1", (), error, "processing")])
+    message = render([UnprocessedRecord("m-1", (), error, "processing")])
     assert "- message id m-1: processing failed: (none)" in message.body
     assert message.subject.endswith("KeyError")
 
@@ -100,7 +100,7 @@ def test_record_without_addresses_says_none() -> None:
 def test_subject_is_bounded() -> None:
     """Many distinct error types never make an overlong subject."""
     errors = [type(f"Error{i}" * 5, (Exception,), {})(str(i)) for i in range(20)]
-    failures = [RecordFailure(f"m{i}", (), raised(e)) for i, e in enumerate(errors)]
+    failures = [UnprocessedRecord(f"m{i}", (), raised(e)) for i, e in enumerate(errors)]
     assert len(render(failures).subject) <= 200
 
 

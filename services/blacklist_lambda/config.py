@@ -1,16 +1,12 @@
 """The Lambda's configuration, read once per container from its environment.
 
-The variable names are the original service's (`SES_REGION`, `EMAIL_FROM`, `EMAIL_TO`,
-`DYNAMODB_TABLE`), so an existing deployment keeps working. Everything is validated at cold start:
-a typo in the alert address must fail the function's init phase loudly, not surface months later
-when the alert that should have reported an outage cannot be sent.
-
-One optional variable is new: `SOFT_BOUNCE_THRESHOLDS` (e.g. `Transient/General=3,
-Transient/MailboxFull=5`) also blacklists an address once it has collected that many bounces of a
-type/subtype that the default policy only reports. Unset or empty keeps the default policy. A
-misspelt type or subtype would silently never match, so only the subtypes SES documents for
-Transient and Undetermined bounces are accepted; Permanent bounces are always blacklisted and
-take no threshold.
+The variable names (`SES_REGION`, `EMAIL_FROM`, `EMAIL_TO`, `DYNAMODB_TABLE`) are the ones existing
+deployments already set. Everything is validated at cold start: a typo in the alert address must
+fail the function's init phase loudly, not surface months later when the alert that should have
+reported an outage cannot be sent. The optional `SOFT_BOUNCE_THRESHOLDS` (e.g.
+`Transient/General=3,Transient/MailboxFull=5`) also blacklists an address once it has collected
+that many bounces of a type/subtype the default policy only reports; a misspelt subtype would
+silently never match, so only the Transient and Undetermined subtypes SES documents are accepted.
 """
 
 from __future__ import annotations
@@ -23,7 +19,7 @@ import attrs
 
 from ses_core.addresses import EmailAddress
 from ses_core.errors import InvalidAddress
-from ses_core.feedback.suppression import DEFAULT_POLICY, BounceThreshold, SuppressionPolicy
+from ses_core.feedback import DEFAULT_POLICY, BounceThreshold, SuppressionPolicy
 
 # Region names: `us-east-1`, `eu-central-2`, `us-gov-west-1`, `ap-southeast-4`, `il-central-1`.
 _REGION_RE = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d{1,2}$")
@@ -40,7 +36,7 @@ SOFT_BOUNCE_SUBTYPES: dict[str, frozenset[str]] = {
 _THRESHOLD_RE = re.compile(r"^([A-Za-z]+)/([A-Za-z]+)=(\d{1,6})$")
 
 
-class ConfigError(ValueError):
+class LambdaConfigError(ValueError):
     """A required environment variable is missing or malformed; the message names it."""
 
     def __init__(self, variable: str, problem: str) -> None:
@@ -78,19 +74,19 @@ class LambdaConfig:
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] = os.environ) -> LambdaConfig:
-        """Read and validate the variables; raise `ConfigError` naming the first bad one."""
+        """Read and validate the variables; raise `LambdaConfigError` naming the first bad one."""
         region = _required(environ, "SES_REGION")
         if not _REGION_RE.match(region):
-            raise ConfigError("SES_REGION", f"{region!r} is not an AWS region name")
+            raise LambdaConfigError("SES_REGION", f"{region!r} is not an AWS region name")
         email_from = _address(_required(environ, "EMAIL_FROM"), "EMAIL_FROM")
         recipients = tuple(part.strip() for part in _required(environ, "EMAIL_TO").split(";"))
         email_to = tuple(_address(part, "EMAIL_TO") for part in recipients if part)
         if not email_to:
-            raise ConfigError("EMAIL_TO", "no address between the semicolons")
+            raise LambdaConfigError("EMAIL_TO", "no address between the semicolons")
         table = _required(environ, "DYNAMODB_TABLE")
         if not _TABLE_RE.match(table):
             message = f"{table!r} is not a DynamoDB table name (3-255 of A-Z a-z 0-9 _ - .)"
-            raise ConfigError("DYNAMODB_TABLE", message)
+            raise LambdaConfigError("DYNAMODB_TABLE", message)
         return cls(
             ses_region=region,
             email_from=email_from,
@@ -101,7 +97,7 @@ class LambdaConfig:
 
 
 def parse_thresholds(text: str) -> tuple[BounceThreshold, ...]:
-    """Parse `Type/Subtype=N` rules separated by commas (`""` = none); `ConfigError` if bad.
+    """Parse `Type/Subtype=N` rules separated by commas (`""` = none); `LambdaConfigError` if bad.
 
     N is at least 1 (1 blacklists at the first bounce); a type/subtype may appear once.
     """
@@ -114,26 +110,26 @@ def parse_thresholds(text: str) -> tuple[BounceThreshold, ...]:
         match = _THRESHOLD_RE.match(rule)
         if match is None:
             message = f"{part.strip()[:100]!r} is not Type/Subtype=N (e.g. Transient/General=3)"
-            raise ConfigError(THRESHOLDS_VARIABLE, message)
+            raise LambdaConfigError(THRESHOLDS_VARIABLE, message)
         bounce_type, subtype, number = match.group(1), match.group(2), int(match.group(3))
         if bounce_type == "Permanent":
             message = f"{rule!r}: Permanent bounces are always blacklisted; no threshold applies"
-            raise ConfigError(THRESHOLDS_VARIABLE, message)
+            raise LambdaConfigError(THRESHOLDS_VARIABLE, message)
         subtypes = SOFT_BOUNCE_SUBTYPES.get(bounce_type)
         if subtypes is None:
             known = ", ".join(sorted(SOFT_BOUNCE_SUBTYPES))
             message = f"{rule!r}: unknown bounce type {bounce_type!r} (one of {known})"
-            raise ConfigError(THRESHOLDS_VARIABLE, message)
+            raise LambdaConfigError(THRESHOLDS_VARIABLE, message)
         if subtype not in subtypes:
             known = ", ".join(sorted(subtypes))
             message = f"{rule!r}: unknown {bounce_type} subtype {subtype!r} (one of {known})"
-            raise ConfigError(THRESHOLDS_VARIABLE, message)
+            raise LambdaConfigError(THRESHOLDS_VARIABLE, message)
         if number < 1:
             message = f"{rule!r}: the number of occurrences must be at least 1"
-            raise ConfigError(THRESHOLDS_VARIABLE, message)
+            raise LambdaConfigError(THRESHOLDS_VARIABLE, message)
         if (bounce_type, subtype) in seen:
             message = f"{bounce_type}/{subtype} is given more than once"
-            raise ConfigError(THRESHOLDS_VARIABLE, message)
+            raise LambdaConfigError(THRESHOLDS_VARIABLE, message)
         seen.add((bounce_type, subtype))
         rules.append(BounceThreshold(bounce_type, subtype, number))
     return tuple(rules)
@@ -142,7 +138,7 @@ def parse_thresholds(text: str) -> tuple[BounceThreshold, ...]:
 def _required(environ: Mapping[str, str], name: str) -> str:
     value = environ.get(name, "").strip()
     if not value:
-        raise ConfigError(name, "is not set (required)")
+        raise LambdaConfigError(name, "is not set (required)")
     return value
 
 
@@ -151,5 +147,5 @@ def _address(text: str, variable: str) -> str:
     try:
         EmailAddress.parse(text)
     except InvalidAddress as exc:
-        raise ConfigError(variable, str(exc)) from None
+        raise LambdaConfigError(variable, str(exc)) from None
     return text

@@ -1,15 +1,11 @@
 """Lambda entry point: `handler(event, context)`, wired once per container from the environment.
 
-Inside Lambda (`AWS_LAMBDA_FUNCTION_NAME` is set) the module wires itself when the runtime imports
-it: it configures logging, reads and validates `LambdaConfig` and builds the DynamoDB blacklist
-and the SES client (boto3 is imported only then). A bad variable therefore fails the container's
-init phase with a message naming it, before any notification is handed to the function, and the
-clients are built during init instead of on the first invocation's clock.
-
-Anywhere else (tests, tooling, the import-time benchmark) importing is cheap and reads no
-environment; the first invocation wires the handler instead, with the same validation. Either
-way the result is kept for the container's lifetime. `make_handler` wires the same thing from
-explicit parts, for tests and embedding.
+Inside Lambda (`AWS_LAMBDA_FUNCTION_NAME` is set) the module wires itself at import: logging,
+`LambdaConfig`, the DynamoDB blacklist and the SES client (boto3 is imported only then). A bad
+variable thus fails the container's init phase with a message naming it, and the clients are
+built on init's clock rather than the first invocation's. Elsewhere (tests, tooling, benchmarks)
+importing is cheap and reads no environment; the first invocation wires instead. `make_handler`
+wires the same thing from explicit parts.
 """
 
 from __future__ import annotations
@@ -23,8 +19,8 @@ from typing import Any
 from blacklist_lambda.alert import AdminAlerter, SesSendEmailClient
 from blacklist_lambda.config import LambdaConfig
 from blacklist_lambda.processor import NotificationProcessor
-from ses_core.blacklist.model import Blacklist
-from ses_core.feedback.suppression import SuppressionPolicy
+from ses_core.blacklist import BlacklistWriter
+from ses_core.feedback import SuppressionPolicy
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +37,7 @@ _built: Handler | None = None
 
 def make_handler(
     config: LambdaConfig,
-    blacklist: Blacklist,
+    blacklist: BlacklistWriter,
     ses_client: SesSendEmailClient,
     *,
     policy: SuppressionPolicy | None = None,
@@ -114,7 +110,7 @@ def _wired() -> Handler:
                 try:
                     _built = build_from_environ(os.environ)
                 except ValueError:
-                    # ConfigError names the variable; log it so the first line in CloudWatch
+                    # LambdaConfigError names the variable; log it so the first line in CloudWatch
                     # says what to fix, then fail the init phase (or invocation) with it.
                     log.exception("invalid configuration")
                     raise

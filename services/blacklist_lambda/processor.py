@@ -1,22 +1,16 @@
 """What the Lambda does with one event: parse, decide, write, log, and fail loudly when it must.
 
-Failure semantics (the original swallowed its errors, which disabled Lambda's retries):
-- a malformed record is logged with its message id and skipped: retrying it can never succeed;
-- an infrastructure failure (`BlacklistUnavailable`), or any unexpected error, fails the record:
+- A malformed record is logged with its message id and skipped: retrying it can never succeed.
+- An infrastructure failure (`BlacklistUnavailable`), or any unexpected error, fails the record:
   the admin alert is sent, then an SNS-triggered invocation raises (Lambda retries it twice) and
-  an SQS-triggered one lists the record in `batchItemFailures` (SQS redelivers just those);
-- once the store has failed in an invocation, later records that need a write fail at once
+  an SQS-triggered one lists the record in `batchItemFailures` (SQS redelivers just those).
+  Swallowing the error instead would disable those retries.
+- Once the store has failed in an invocation, later records that need a write fail at once
   instead of waiting for more timeouts; they are redelivered with the rest.
-Writes are idempotent per feedback id (see `Blacklist.record`), so redeliveries are harmless.
-
-Bounces the policy blacklists only after N occurrences (`COUNT_DEPENDENT`, from
-`SOFT_BOUNCE_THRESHOLDS`) are counted with `Blacklist.record_occurrence`, idempotent per feedback
-id too: each logs `occurrence_counted` (n of N) until the count reaches N, then `blacklisted`. A
-store failure while counting is an infrastructure failure like any other write.
-
-Everything that is not written (transient and undetermined bounces, not-spam complaints,
-deliveries, other event types, invalid recipient strings) is logged as one JSON object per line,
-so CloudWatch Logs Insights can query it.
+Writes and occurrence counts (`COUNT_DEPENDENT` bounces, from `SOFT_BOUNCE_THRESHOLDS`) are
+idempotent per feedback id, so redeliveries are harmless. Everything not written (transient
+bounces, deliveries, other event types, invalid recipient strings) is logged as one JSON object
+per line, so CloudWatch Logs Insights can query it.
 """
 
 from __future__ import annotations
@@ -26,19 +20,20 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from blacklist_lambda.alert import AdminAlerter, AlertMessage, RecordFailure
-from ses_core.blacklist.model import Blacklist, BlacklistEvent
+from blacklist_lambda.alert import AdminAlerter, AlertMessage, UnprocessedRecord
+from ses_core.blacklist import BlacklistEvent, BlacklistWriter
 from ses_core.errors import BlacklistUnavailable, MalformedNotification
-from ses_core.feedback.notifications import NotificationKind
-from ses_core.feedback.suppression import (
+from ses_core.feedback import (
     DEFAULT_POLICY,
+    FeedbackRecord,
+    NotificationKind,
     RecipientDecision,
+    RecordFailure,
     SuppressionDecision,
     SuppressionPolicy,
     decide_suppression,
+    iter_feedback,
 )
-from ses_core.feedback.transport import FeedbackRecord, iter_feedback
-from ses_core.feedback.transport import RecordFailure as MalformedRecord
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +41,7 @@ log = logging.getLogger(__name__)
 MAX_LOGGED_RECIPIENTS = 50
 
 
-def log_json(level: int, event: str, **fields: Any) -> None:
+def _log_json(level: int, event: str, **fields: Any) -> None:
     """Log one structured line: a JSON object with `event` and the given fields."""
     if log.isEnabledFor(level):
         document = {"event": event, **fields}
@@ -61,7 +56,7 @@ class NotificationProcessor:
 
     def __init__(
         self,
-        blacklist: Blacklist,
+        blacklist: BlacklistWriter,
         alerter: AdminAlerter,
         *,
         table: str,
@@ -75,18 +70,18 @@ class NotificationProcessor:
     def __call__(self, event: Mapping[str, Any], context: Any) -> dict[str, Any] | None:
         """Process every record; SQS events get `batchItemFailures`, SNS ones raise on failure."""
         sqs = _is_sqs_event(event)
-        failures: list[RecordFailure] = []
+        failures: list[UnprocessedRecord] = []
         item_ids: list[str | None] = []  # SQS messageId of each failure, for batchItemFailures
         store_error: BlacklistUnavailable | None = None
         try:
             items = list(iter_feedback(event))
         except MalformedNotification as exc:
             # Not even a recognisable event: there is no record to retry or to report.
-            log_json(logging.ERROR, "malformed_event", error=str(exc), path=exc.path)
+            _log_json(logging.ERROR, "malformed_event", error=str(exc), path=exc.path)
             return {"batchItemFailures": []} if sqs else None
         for item in items:
-            if isinstance(item, MalformedRecord):
-                log_json(
+            if isinstance(item, RecordFailure):
+                _log_json(
                     logging.ERROR,
                     "malformed_record",
                     message_id=item.sqs_message_id or item.sns_message_id,
@@ -113,13 +108,13 @@ class NotificationProcessor:
 
     def _process(
         self, record: FeedbackRecord, store_error: BlacklistUnavailable | None
-    ) -> tuple[RecordFailure | None, BlacklistUnavailable | None]:
+    ) -> tuple[UnprocessedRecord | None, BlacklistUnavailable | None]:
         """Handle one parsed record; return (its failure or None, the store error so far)."""
         envelope = record.envelope
         message_id = envelope.sqs_message_id or envelope.sns_message_id or ""
         notification = record.notification
         if notification is None:
-            log_json(
+            _log_json(
                 logging.INFO,
                 "sns_control_message",
                 message_id=message_id,
@@ -139,7 +134,7 @@ class NotificationProcessor:
                 raise error from store_error
             for decided in decision.to_blacklist:
                 entry = self._blacklist.record(_event(decided))
-                log_json(
+                _log_json(
                     logging.INFO,
                     "blacklisted",
                     message_id=message_id,
@@ -159,14 +154,14 @@ class NotificationProcessor:
                 ", ".join(addresses),
                 exc_info=True,
             )
-            failure = RecordFailure(message_id, addresses, exc, "write", ses_message_id)
+            failure = UnprocessedRecord(message_id, addresses, exc, "write", ses_message_id)
             return failure, store_error or exc
         except Exception as exc:  # noqa: BLE001
             # A bug or an unforeseen value: never report success for this record. It is logged
             # with its traceback here, alerted, and the invocation fails with it (raised for SNS,
             # listed in batchItemFailures for SQS).
             log.exception("unexpected error processing message %s", message_id)
-            failure = RecordFailure(message_id, addresses, exc, "processing", ses_message_id)
+            failure = UnprocessedRecord(message_id, addresses, exc, "processing", ses_message_id)
             return failure, store_error
         return None, store_error
 
@@ -193,9 +188,9 @@ class NotificationProcessor:
             "duplicate": result.duplicate,
         }
         if result.entry is None:
-            log_json(logging.INFO, "occurrence_counted", **fields)
+            _log_json(logging.INFO, "occurrence_counted", **fields)
         else:
-            log_json(logging.INFO, "blacklisted", count=result.entry.count, **fields)
+            _log_json(logging.INFO, "blacklisted", count=result.entry.count, **fields)
 
     def _log_unwritten(
         self,
@@ -207,7 +202,7 @@ class NotificationProcessor:
         notification = record.notification
         assert notification is not None
         for decided in decision.not_blacklisted:
-            log_json(
+            _log_json(
                 logging.INFO,
                 "not_blacklisted",
                 message_id=message_id,
@@ -219,7 +214,7 @@ class NotificationProcessor:
                 verdict=str(decided.verdict),
             )
         for invalid in decision.invalid_recipients:
-            log_json(
+            _log_json(
                 logging.WARNING,
                 "invalid_recipient",
                 message_id=message_id,
@@ -236,7 +231,7 @@ class NotificationProcessor:
             recipients = notification.delivery.recipients
             fields["recipients"] = [address.key for address in recipients[:MAX_LOGGED_RECIPIENTS]]
             fields["smtp_response"] = notification.delivery.smtp_response
-        log_json(
+        _log_json(
             logging.INFO,
             "not_written",
             message_id=message_id,
@@ -244,7 +239,7 @@ class NotificationProcessor:
             **fields,
         )
 
-    def _alert(self, failures: Sequence[RecordFailure], context: Any) -> None:
+    def _alert(self, failures: Sequence[UnprocessedRecord], context: Any) -> None:
         try:
             message = AlertMessage.from_failures(
                 failures,

@@ -56,7 +56,7 @@ def test_cfn_lint_reports_nothing() -> None:
 
 
 def test_lambda_role_is_trusted_by_lambda_only(template: dict[str, Any]) -> None:
-    """Only lambda.amazonaws.com may assume the function's role (the original also trusted SNS)."""
+    """Only lambda.amazonaws.com may assume the function's role."""
     roles = resources_of_type(template, "AWS::IAM::Role")
     assert list(roles) == ["FunctionRole"]
     trust = roles["FunctionRole"]["Properties"]["AssumeRolePolicyDocument"]["Statement"]
@@ -147,8 +147,9 @@ def test_operator_policy_wildcard_is_limited_to_suppression_list(template: dict[
         assert all("*" not in action for action in as_list(statement["Action"]))
 
 
-def test_table_is_on_demand_with_the_original_email_key(template: dict[str, Any]) -> None:
-    """The created table bills per request and uses the original string hash key `email`."""
+def test_table_is_on_demand_with_the_email_key(template: dict[str, Any]) -> None:
+    """The created table bills per request and uses the string hash key `email`, as existing
+    tables do."""
     table = template["Resources"]["BlacklistTable"]
     assert table["Condition"] == "CreateTable"
     assert table["DeletionPolicy"] == "Retain"
@@ -158,7 +159,7 @@ def test_table_is_on_demand_with_the_original_email_key(template: dict[str, Any]
     assert properties["AttributeDefinitions"] == [{"AttributeName": "email", "AttributeType": "S"}]
 
 
-def test_function_runs_the_packaged_handler_with_the_original_variables(
+def test_function_runs_the_packaged_handler_with_its_variables(
     template: dict[str, Any],
 ) -> None:
     """The function runs lambda_function.handler on python3.11 with its config variables."""

@@ -1,4 +1,4 @@
-"""Who may use the relay: client networks, sender domains, and the open-relay start-up check.
+"""Who may use the relay: client networks, sender domains, and no start as an open relay.
 
 An open relay (anyone on the Internet may send through our SES account) gets the account
 suspended within hours, so the relay refuses to start when it listens beyond loopback with neither
@@ -67,7 +67,7 @@ def is_loopback_only(hosts: Iterable[str]) -> bool:
     return True
 
 
-def check_not_open_relay(config: RelayConfig) -> None:
+def refuse_open_relay(config: RelayConfig) -> None:
     """Raise `ConfigError` when the configuration would make an open relay (see module doc)."""
     if is_loopback_only([config.listen_host]):
         return

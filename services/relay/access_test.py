@@ -7,7 +7,7 @@ import logging
 import attrs
 import pytest
 
-from relay.access import AccessPolicy, check_not_open_relay, is_loopback_only
+from relay.access import AccessPolicy, is_loopback_only, refuse_open_relay
 from relay.auth import hash_password
 from relay.config import ConfigError, RelayConfig
 
@@ -43,27 +43,27 @@ def test_loopback_detection() -> None:
 def test_open_relay_refused() -> None:
     """Listening publicly without AUTH or a network list is refused with a ConfigError."""
     with pytest.raises(ConfigError, match="^SMTP_HOST: .*open relay"):
-        check_not_open_relay(RelayConfig(listen_host="0.0.0.0"))
+        refuse_open_relay(RelayConfig(listen_host="0.0.0.0"))
 
 
 def test_open_relay_protected_configurations_start() -> None:
     """Required AUTH, a network list, or loopback each make a public listener acceptable."""
     hashed = hash_password("pw", n=2)
-    check_not_open_relay(RelayConfig(listen_host="127.0.0.1"))
-    check_not_open_relay(RelayConfig(listen_host="0.0.0.0", auth_users=(("a", hashed),)))
-    check_not_open_relay(
+    refuse_open_relay(RelayConfig(listen_host="127.0.0.1"))
+    refuse_open_relay(RelayConfig(listen_host="0.0.0.0", auth_users=(("a", hashed),)))
+    refuse_open_relay(
         RelayConfig.from_environ({"SMTP_HOST": "0.0.0.0", "RELAY_ALLOWED_NETWORKS": "10.0.0.0/8"})
     )
     optional_auth = RelayConfig(
         listen_host="0.0.0.0", auth_users=(("a", hashed),), auth_required=False
     )
     with pytest.raises(ConfigError):
-        check_not_open_relay(optional_auth)
+        refuse_open_relay(optional_auth)
 
 
 def test_open_relay_override_logs_warning(caplog: pytest.LogCaptureFixture) -> None:
     """RELAY_ALLOW_OPEN_RELAY starts the relay but logs a warning."""
     config = attrs.evolve(RelayConfig(listen_host="0.0.0.0"), allow_open_relay=True)
     with caplog.at_level(logging.WARNING, logger="relay.access"):
-        check_not_open_relay(config)
+        refuse_open_relay(config)
     assert "OPEN RELAY" in caplog.text

@@ -53,4 +53,4 @@ def test_lookup_failure_is_credentials_unavailable(dynamodb: Any) -> None:
     with pytest.raises(CredentialsUnavailable):
         DynamoDBApiKeys("nope", client=dynamodb).lookup("k")
     with pytest.raises(CredentialsUnavailable):
-        DynamoDBApiKeys("nope", client=dynamodb).check()
+        DynamoDBApiKeys("nope", client=dynamodb).probe()

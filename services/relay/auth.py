@@ -1,16 +1,16 @@
-"""SMTP AUTH credentials: hashed static users, the original's DynamoDB API-key table, throttling.
+"""SMTP AUTH credentials: hashed static users, the DynamoDB API-key table, failure throttling.
 
 Passwords are never stored in clear: static users carry an scrypt hash made by
 `python -m relay.hash_password`, and new API keys are stored as `sha256:<hex>` items. Checking a
 password costs an scrypt run (tens of milliseconds) or a DynamoDB read, so results are cached for
 `RELAY_AUTH_CACHE_TTL` under a SHA-256 of the credentials (the cache never holds a password).
 
-API-key table assumption (the original service's format is not published): items are keyed by the
-hash key `api_key`, whose value is either the key itself (existing items of the original) or
-`sha256:<hex digest of the key>` (keys created by this relay). The client presents the key as the
-AUTH password; the user name is free unless the item has a `username` attribute, which must then
-match. An item whose `active` attribute is false (boolean, or the strings "false"/"0"/"no") is
-refused; a missing `active` means active.
+The API-key table is shared with existing deployments, whose item format is not published; what
+is assumed: items are keyed by the hash key `api_key`, whose value is either the key itself
+(existing items) or `sha256:<hex digest of the key>` (keys created by this relay). The client
+presents the key as the AUTH password; the user name is free unless the item has a `username`
+attribute, which must then match. An item whose `active` attribute is false (boolean, or the
+strings "false"/"0"/"no") is refused; a missing `active` means active.
 
 `AuthThrottle` slows repeated failures from one peer (exponential delay) and then makes the server
 disconnect it with 421 for a cool-down period.
@@ -42,8 +42,6 @@ _SCRYPT_MAXMEM = 64 * 1024 * 1024
 
 class CredentialsUnavailable(SesCoreError, ConnectionError):
     """The credential store could not answer (AUTH gets a temporary 454, never a pass)."""
-
-    retryable = True
 
 
 # --- password hashes -------------------------------------------------------------------------
@@ -142,7 +140,7 @@ class ApiKeyStore(Protocol):
 
 
 class DynamoDBApiKeys:
-    """The original service's API-key table, read with one BatchGetItem per lookup."""
+    """The DynamoDB API-key table, read with one BatchGetItem per lookup."""
 
     def __init__(self, table_name: str, *, client: Any) -> None:
         self.table_name = table_name
@@ -189,7 +187,7 @@ class DynamoDBApiKeys:
         self._client.put_item(TableName=self.table_name, Item=item)
         return key
 
-    def check(self) -> None:
+    def probe(self) -> None:
         """Raise `CredentialsUnavailable` if the table cannot be described (readiness probe)."""
         import botocore.exceptions
 
@@ -215,11 +213,11 @@ class InMemoryApiKeys:
         return self._records.get(api_key_digest(key)) or self._records.get(key)
 
 
-# --- the checker -----------------------------------------------------------------------------
+# --- the verifier ----------------------------------------------------------------------------
 
 
-class CredentialChecker:
-    """Checks a user name and password against static users, then the API-key store; cached."""
+class CredentialVerifier:
+    """Verifies a user name and password against static users, then the API-key store; cached."""
 
     def __init__(
         self,
@@ -242,20 +240,20 @@ class CredentialChecker:
         """Whether any credential source is configured."""
         return bool(self._users) or self._api_keys is not None
 
-    async def check(self, username: str, password: str) -> bool:
+    async def verify(self, username: str, password: str) -> bool:
         """True when the credentials are valid; raise `CredentialsUnavailable` if unknowable."""
         fingerprint = hashlib.sha256(f"{username}\0{password}".encode()).digest()
         now = self._clock()
         cached = self._cache.get(fingerprint)
         if cached is not None and cached[1] > now:
             return cached[0]
-        valid = await asyncio.to_thread(self._check_uncached, username, password)
+        valid = await asyncio.to_thread(self._verify_uncached, username, password)
         if len(self._cache) >= self._max_entries:
             self._cache.clear()
         self._cache[fingerprint] = (valid, now + self._ttl)
         return valid
 
-    def _check_uncached(self, username: str, password: str) -> bool:
+    def _verify_uncached(self, username: str, password: str) -> bool:
         hashed = self._users.get(username)
         if hashed is not None and verify_password(password, hashed):
             return True

@@ -7,24 +7,15 @@ import pytest
 from relay.auth import (
     ApiKeyRecord,
     AuthThrottle,
-    CredentialChecker,
     CredentialsUnavailable,
+    CredentialVerifier,
     InMemoryApiKeys,
     api_key_digest,
     hash_password,
     is_password_hash,
     verify_password,
 )
-
-
-class FakeClock:
-    """A settable monotonic clock."""
-
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
+from ses_core.testing.clock import VirtualClock
 
 
 def test_hash_roundtrip_and_salt() -> None:
@@ -46,19 +37,24 @@ def test_malformed_hashes_never_verify(text: str) -> None:
     assert not verify_password("anything", text)
 
 
-async def test_static_user_checked_and_cached() -> None:
-    """A static user's password is accepted, a wrong one refused, and results are cached."""
-    clock = FakeClock()
-    checker = CredentialChecker(
-        users=[("app", hash_password("pw", n=16))], cache_ttl=10, clock=clock
-    )
-    assert await checker.check("app", "pw")
-    assert not await checker.check("app", "nope")
-    assert not await checker.check("other", "pw")
-    checker._users.clear()  # the cached answer survives a change until it expires
-    assert await checker.check("app", "pw")
+async def test_static_user_verified() -> None:
+    """A static user's password is accepted; a wrong password or another user is refused."""
+    verifier = CredentialVerifier(users=[("app", hash_password("pw", n=16))])
+    assert await verifier.verify("app", "pw")
+    assert not await verifier.verify("app", "nope")
+    assert not await verifier.verify("other", "pw")
+
+
+async def test_answers_are_cached_until_the_ttl() -> None:
+    """An answer survives a change of the store until `cache_ttl` seconds have passed."""
+    clock = VirtualClock()
+    store = InMemoryApiKeys()
+    verifier = CredentialVerifier(api_keys=store, cache_ttl=10, clock=clock)
+    assert not await verifier.verify("app", "late-key")
+    store.add("late-key")
+    assert not await verifier.verify("app", "late-key")
     clock.now += 11
-    assert not await checker.check("app", "pw")
+    assert await verifier.verify("app", "late-key")
 
 
 async def test_api_keys_hashed_and_legacy_items() -> None:
@@ -68,18 +64,18 @@ async def test_api_keys_hashed_and_legacy_items() -> None:
     store.add("old-key", hashed=False)
     store.add("off-key", ApiKeyRecord(active=False))
     store.add("bound-key", ApiKeyRecord(username="svc"))
-    checker = CredentialChecker(api_keys=store)
-    assert await checker.check("anyone", "new-key")
-    assert await checker.check("anyone", "old-key")
-    assert not await checker.check("anyone", "off-key")
-    assert not await checker.check("anyone", "unknown")
-    assert await checker.check("svc", "bound-key")
-    assert not await checker.check("intruder", "bound-key")
+    verifier = CredentialVerifier(api_keys=store)
+    assert await verifier.verify("anyone", "new-key")
+    assert await verifier.verify("anyone", "old-key")
+    assert not await verifier.verify("anyone", "off-key")
+    assert not await verifier.verify("anyone", "unknown")
+    assert await verifier.verify("svc", "bound-key")
+    assert not await verifier.verify("intruder", "bound-key")
     assert api_key_digest("new-key").startswith("sha256:")
 
 
 async def test_store_failure_is_not_a_refusal_nor_cached() -> None:
-    """When the key store fails the checker raises CredentialsUnavailable and caches nothing."""
+    """When the key store fails the verifier raises CredentialsUnavailable and caches nothing."""
 
     class Broken:
         calls = 0
@@ -88,10 +84,10 @@ async def test_store_failure_is_not_a_refusal_nor_cached() -> None:
             Broken.calls += 1
             raise CredentialsUnavailable("down")
 
-    checker = CredentialChecker(api_keys=Broken())
+    verifier = CredentialVerifier(api_keys=Broken())
     for _ in range(2):
         with pytest.raises(CredentialsUnavailable):
-            await checker.check("u", "k")
+            await verifier.verify("u", "k")
     assert Broken.calls == 2
 
 
@@ -106,7 +102,7 @@ def test_api_key_record_from_dynamodb_items() -> None:
 
 def test_throttle_delays_grow_then_ban_then_expire() -> None:
     """Failures from one peer get doubling delays, then a ban that lapses after ban_seconds."""
-    clock = FakeClock()
+    clock = VirtualClock()
     throttle = AuthThrottle(
         max_failures=3, base_delay=0.5, max_delay=8, ban_seconds=60, clock=clock
     )
@@ -119,7 +115,7 @@ def test_throttle_delays_grow_then_ban_then_expire() -> None:
 
 def test_throttle_success_resets() -> None:
     """A successful AUTH forgets the peer's earlier failures."""
-    throttle = AuthThrottle(max_failures=2, clock=FakeClock())
+    throttle = AuthThrottle(max_failures=2, clock=VirtualClock())
     throttle.record_failure("p")
     throttle.record_success("p")
     throttle.record_failure("p")

@@ -1,302 +1,106 @@
-"""The relay's configuration, read once from environment variables.
+"""The relay's configuration: one frozen value, read once from the environment and validated.
 
-Every variable of the original service keeps its meaning; new settings carry a `RELAY_` prefix.
-`ENVIRONMENT_VARIABLES` below is the single table of them (name, meaning, default, example): the
-README copies it. `RelayConfig.from_environ()` validates everything up front and raises
-`ConfigError` with one line naming the variable and what is wrong, so a bad deployment stops at
-start-up instead of failing on the first message. Secrets (`AWS_SMTP_PASSWORD`, credential
-hashes, URLs that may embed passwords) are excluded from the repr and never logged.
-
-AWS credentials and region (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_DEFAULT_REGION`,
-`AWS_ENDPOINT_URL`, instance roles, ...) are not read here: boto3's normal chain reads them when a
-DynamoDB or SES client is created.
+`RelayConfig.from_environ()` checks everything up front and raises `ConfigError` with one line
+naming the variable and what is wrong, so a bad deployment stops at start-up instead of failing
+on the first message. The variables, their meanings and defaults are defined once, in
+`relay.variables`. Secrets (`AWS_SMTP_PASSWORD`, credential hashes, URLs that may embed
+passwords) are kept out of the repr and never logged.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import socket
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Final
 
 import attrs
 
-#: (name, meaning, default, example) for every variable the relay reads. Copied into the README.
-ENVIRONMENT_VARIABLES: Final[tuple[tuple[str, str, str, str], ...]] = (
-    # --- variables of the original service (same meaning) ---
-    ("SMTP_HOST", "Address the relay listens on.", "127.0.0.1", "0.0.0.0"),
-    ("SMTP_PORT", "Port the relay listens on.", "1025", "2525"),
-    (
-        "AWS_SMTP_HOST",
-        "SES SMTP endpoint. Unset = local mode (outbox directory, no AWS needed).",
-        "(unset: local mode)",
-        "email-smtp.eu-west-1.amazonaws.com",
-    ),
-    ("AWS_SMTP_PORT", "SES SMTP port (465/2465 = implicit TLS, else STARTTLS).", "587", "465"),
-    ("AWS_SMTP_USERNAME", "SES SMTP user name (an IAM access key id).", "(none)", "AKIA..."),
-    ("AWS_SMTP_PASSWORD", "SES SMTP password (secret; never logged).", "(none)", "BPk3..."),
-    (
-        "SES_RATE_LIMIT",
-        "Send rate in recipients per second, or `auto` to read the account's SES MaxSendRate.",
-        "auto (AWS mode), 10 (local mode)",
-        "14",
-    ),
-    (
-        "USE_BLACKLIST",
-        "Refuse blacklisted recipients (DynamoDB table DYNAMODB_TABLE).",
-        "false",
-        "true",
-    ),
-    ("DYNAMODB_TABLE", "DynamoDB blacklist table (with USE_BLACKLIST).", "(none)", "ses-blacklist"),
-    ("USE_APIKEY", "Accept AUTH credentials from the DynamoDB API-key table.", "false", "true"),
-    (
-        "DYNAMODB_API_KEYS_TABLE",
-        "DynamoDB API-key table (hash key `api_key`: the key itself or `sha256:<hex>`).",
-        "(none)",
-        "ses-relay-api-keys",
-    ),
-    (
-        "ENABLE_SSL",
-        "Implicit TLS on the listener (otherwise STARTTLS when certs are set).",
-        "false",
-        "true",
-    ),
-    (
-        "SSL_CERT_PATH",
-        "PEM certificate chain for STARTTLS / implicit TLS.",
-        "(none)",
-        "/certs/fullchain.pem",
-    ),
-    ("SSL_KEY_PATH", "PEM private key for SSL_CERT_PATH.", "(none)", "/certs/privkey.pem"),
-    (
-        "SERVER_FQDN",
-        "Host name in the greeting and EHLO reply.",
-        "the machine's host name",
-        "smtp.example.com",
-    ),
-    # --- new settings ---
-    (
-        "REDIS_URL",
-        "Share the rate limit between replicas through this Redis (secret: may hold a password).",
-        "(unset: per-process limiter)",
-        "redis://redis:6379/0",
-    ),
-    (
-        "RELAY_REDIS_KEY",
-        "Redis key of the shared limiter (one per SES account/region).",
-        "ses-relay:rate",
-        "ses:eu-west-1",
-    ),
-    (
-        "RELAY_REDIS_UNAVAILABLE",
-        "When Redis is down: `fail` (answer 451) or `degrade` (local limiter at rate/replicas).",
-        "fail",
-        "degrade",
-    ),
-    ("RELAY_REPLICAS", "Replica count used to split the rate when degraded to local.", "1", "2"),
-    ("RELAY_RATE_BURST", "Limiter burst in recipients.", "1", "10"),
-    ("RELAY_MAX_WAIT", "Seconds a message may wait for rate/upstream before 451.", "60", "30"),
-    (
-        "RELAY_ALLOWED_NETWORKS",
-        "Comma-separated client CIDRs allowed to connect (empty = any).",
-        "(empty)",
-        "10.0.0.0/8,192.168.1.0/24",
-    ),
-    (
-        "RELAY_ALLOWED_SENDER_DOMAINS",
-        "Comma-separated MAIL FROM domains allowed (empty = any).",
-        "(empty)",
-        "example.com",
-    ),
-    (
-        "RELAY_AUTH_USERS",
-        "Comma-separated `user:hash` AUTH credentials (hash from `python -m relay.hash_password`).",
-        "(empty)",
-        "app:scrypt$16384$8$1$...",
-    ),
-    ("RELAY_AUTH_REQUIRED", "Require AUTH when credentials are configured.", "true", "false"),
-    ("RELAY_AUTH_CACHE_TTL", "Seconds a credential lookup result is cached.", "300", "60"),
-    (
-        "RELAY_ALLOW_OPEN_RELAY",
-        "Start even when listening publicly with no AUTH nor network allowlist.",
-        "false",
-        "true",
-    ),
-    (
-        "RELAY_BLACKLIST_MODE",
-        "`refuse` (550 at RCPT) or `drop` (accept, silently skip).",
-        "refuse",
-        "drop",
-    ),
-    (
-        "RELAY_BLACKLIST_SQLITE",
-        "SQLite blacklist file (used instead of DynamoDB when set).",
-        "./blacklist.sqlite3 in local mode",
-        "/data/blacklist.sqlite3",
-    ),
-    (
-        "RELAY_BLACKLIST_CACHE_TTL",
-        "Seconds a 'not blacklisted' answer is cached (0 = not cached).",
-        "30",
-        "10",
-    ),
-    (
-        "RELAY_BLACKLIST_CACHE_BLACKLISTED_TTL",
-        "Seconds a 'blacklisted' answer is cached, so how long a removed address stays refused "
-        "(0 = not cached).",
-        "300",
-        "60",
-    ),
-    (
-        "RELAY_BLACKLIST_CACHE_MAX_ENTRIES",
-        "Answers the blacklist cache keeps (least recently used dropped first).",
-        "100000",
-        "500000",
-    ),
-    (
-        "RELAY_LOCAL_OUTBOX",
-        "Local mode: directory receiving one .eml file per message.",
-        "./outbox",
-        "/tmp/outbox",
-    ),
-    (
-        "RELAY_LOCAL_SMTP_URL",
-        "Local mode: deliver to this SMTP server instead (smtp://, smtps://, user:pass@).",
-        "(unset)",
-        "smtp://127.0.0.1:2525",
-    ),
-    ("RELAY_POOL_SIZE", "Upstream SMTP connections kept open.", "4", "8"),
-    (
-        "RELAY_MAX_MESSAGES_PER_CONNECTION",
-        "Recycle an upstream connection after this many messages.",
-        "100",
-        "50",
-    ),
-    (
-        "RELAY_MAX_CONNECTION_AGE",
-        "Recycle an upstream connection after this many seconds.",
-        "300",
-        "120",
-    ),
-    ("RELAY_UPSTREAM_TIMEOUT", "Seconds per upstream SMTP command.", "30", "10"),
-    (
-        "RELAY_UPSTREAM_CA_FILE",
-        "Extra CA bundle for the upstream (private test servers).",
-        "(system CAs)",
-        "/certs/ca.pem",
-    ),
-    ("RELAY_MAX_MESSAGE_SIZE", "SIZE limit in bytes.", "41943040 (40 MiB)", "10485760"),
-    (
-        "RELAY_MAX_RECIPIENTS",
-        "Recipients per message (452 beyond; the client splits by 50).",
-        "1000",
-        "200",
-    ),
-    ("RELAY_SESSION_TIMEOUT", "Idle seconds before a client session is closed.", "300", "60"),
-    (
-        "RELAY_JUNK_COMMAND_LIMIT",
-        "Commands without mail (NOOP, RSET, VRFY, HELP, EHLO, protocol errors) a session may send"
-        " between two messages before it is closed with 421; stops slow-loris clients, which the"
-        " idle timeout alone cannot (like Postfix's `smtpd_junk_command_limit`).",
-        "100",
-        "20",
-    ),
-    ("RELAY_GRACE_PERIOD", "Seconds in-flight transactions get on SIGTERM/SIGINT.", "30", "10"),
-    (
-        "RELAY_METRICS_HOST",
-        "Bind address of the /metrics /healthz /readyz endpoint.",
-        "127.0.0.1",
-        "0.0.0.0",
-    ),
-    ("RELAY_METRICS_PORT", "Port of that endpoint; `0` or `off` disables it.", "9125", "off"),
-    ("RELAY_LOG_LEVEL", "Log level.", "INFO", "DEBUG"),
-    ("RELAY_LOG_FORMAT", "`json` (one object per line) or `text`.", "json", "text"),
-)
+from relay import variables as v
+from relay._env import ConfigError, EnvReader, IPNetwork
+from relay.variables import ENVIRONMENT_VARIABLES
 
-_TRUE = frozenset({"1", "true", "yes", "on"})
-_FALSE = frozenset({"0", "false", "no", "off", ""})
-LOCAL_DEFAULT_RATE = 10.0
-DEFAULT_MAX_MESSAGE_SIZE = 40 * 1024 * 1024
+__all__ = ["ENVIRONMENT_VARIABLES", "ConfigError", "IPNetwork", "RelayConfig"]
 
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
-
-
-class ConfigError(ValueError):
-    """A setting is missing or invalid; the message is one line naming the variable."""
+#: The greeting's host name when SERVER_FQDN is unset and the machine has no name.
+_FALLBACK_FQDN = "localhost"
+_LOG_LEVELS = frozenset({"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"})
 
 
 @attrs.frozen
 class RelayConfig:
     """Everything the relay needs, validated.
 
-    Attributes (grouped; see `ENVIRONMENT_VARIABLES` for meanings and defaults):
+    Built in code (tests, benchmarks), the defaults are those of the variables except that the
+    ops endpoint is off (`metrics_port=None`), local mode opens no SQLite blacklist and the
+    greeting names `localhost`.
+
+    Attributes (grouped; see `relay.variables` for meanings and defaults):
         listen_host/listen_port/server_fqdn: the SMTP listener.
         implicit_tls, tls_cert_path, tls_key_path: TLS on the listener (STARTTLS when not implicit).
         upstream_*: the SES SMTP endpoint; `upstream_host is None` means local mode.
         rate_limit: recipients per second, `None` for `auto` (read from SES).
-        blacklist_cache_ttl: seconds a "not blacklisted" answer is cached (the variable's name
-            predates the other two cache settings); blacklist_cache_blacklisted_ttl: the same for
-            "blacklisted" answers; blacklist_cache_max_entries: the cache's size bound.
-        metrics_port: `None` = endpoint off; `0` (programmatic only) = ephemeral port for tests.
+        blacklist_cache_ttl: seconds a "not blacklisted" answer is cached;
+            blacklist_cache_blacklisted_ttl: the same for "blacklisted" answers;
+            blacklist_cache_max_entries: the cache's size bound.
+        metrics_port: `None` = endpoint off; `0` = an ephemeral port (tests).
     """
 
-    listen_host: str = "127.0.0.1"
-    listen_port: int = 1025
-    server_fqdn: str = "localhost"
-    implicit_tls: bool = False
-    tls_cert_path: Path | None = None
-    tls_key_path: Path | None = None
+    listen_host: str = v.SMTP_HOST.default
+    listen_port: int = v.SMTP_PORT.default
+    server_fqdn: str = _FALLBACK_FQDN
+    implicit_tls: bool = v.ENABLE_SSL.default
+    tls_cert_path: Path | None = v.SSL_CERT_PATH.default
+    tls_key_path: Path | None = v.SSL_KEY_PATH.default
 
-    upstream_host: str | None = None
-    upstream_port: int = 587
-    upstream_username: str | None = None
-    upstream_password: str | None = attrs.field(default=None, repr=False)
-    upstream_ca_file: str | None = None
-    upstream_timeout: float = 30.0
-    pool_size: int = 4
-    max_messages_per_connection: int = 100
-    max_connection_age: float = 300.0
+    upstream_host: str | None = v.AWS_SMTP_HOST.default
+    upstream_port: int = v.AWS_SMTP_PORT.default
+    upstream_username: str | None = v.AWS_SMTP_USERNAME.default
+    upstream_password: str | None = attrs.field(default=v.AWS_SMTP_PASSWORD.default, repr=False)
+    upstream_ca_file: str | None = v.RELAY_UPSTREAM_CA_FILE.default
+    upstream_timeout: float = v.RELAY_UPSTREAM_TIMEOUT.default
+    pool_size: int = v.RELAY_POOL_SIZE.default
+    max_messages_per_connection: int = v.RELAY_MAX_MESSAGES_PER_CONNECTION.default
+    max_connection_age: float = v.RELAY_MAX_CONNECTION_AGE.default
 
-    local_outbox: Path = Path("outbox")
-    local_smtp_url: str | None = attrs.field(default=None, repr=False)
+    local_outbox: Path = v.RELAY_LOCAL_OUTBOX.default
+    local_smtp_url: str | None = attrs.field(default=v.RELAY_LOCAL_SMTP_URL.default, repr=False)
 
-    rate_limit: float | None = LOCAL_DEFAULT_RATE
-    rate_burst: int = 1
-    redis_url: str | None = attrs.field(default=None, repr=False)
-    redis_key: str = "ses-relay:rate"
-    redis_degrade: bool = False
-    replicas: int = 1
-    max_wait: float = 60.0
+    rate_limit: float | None = v.SES_RATE_LIMIT.default
+    rate_burst: int = v.RELAY_RATE_BURST.default
+    redis_url: str | None = attrs.field(default=v.REDIS_URL.default, repr=False)
+    redis_key: str = v.RELAY_REDIS_KEY.default
+    redis_degrade: bool = v.RELAY_REDIS_UNAVAILABLE.default == "degrade"
+    replicas: int = v.RELAY_REPLICAS.default
+    max_wait: float = v.RELAY_MAX_WAIT.default
 
-    use_blacklist: bool = False
-    dynamodb_table: str | None = None
+    use_blacklist: bool = v.USE_BLACKLIST.default
+    dynamodb_table: str | None = v.DYNAMODB_TABLE.default
     blacklist_sqlite: Path | None = None
-    blacklist_drop: bool = False
-    blacklist_cache_ttl: float = 30.0
-    blacklist_cache_blacklisted_ttl: float = 300.0
-    blacklist_cache_max_entries: int = 100_000
+    blacklist_drop: bool = v.RELAY_BLACKLIST_MODE.default == "drop"
+    blacklist_cache_ttl: float = v.RELAY_BLACKLIST_CACHE_TTL.default
+    blacklist_cache_blacklisted_ttl: float = v.RELAY_BLACKLIST_CACHE_BLACKLISTED_TTL.default
+    blacklist_cache_max_entries: int = v.RELAY_BLACKLIST_CACHE_MAX_ENTRIES.default
 
-    use_apikey: bool = False
-    api_keys_table: str | None = None
+    use_apikey: bool = v.USE_APIKEY.default
+    api_keys_table: str | None = v.DYNAMODB_API_KEYS_TABLE.default
     auth_users: tuple[tuple[str, str], ...] = attrs.field(default=(), repr=False)
-    auth_required: bool = True
-    auth_cache_ttl: float = 300.0
+    auth_required: bool = v.RELAY_AUTH_REQUIRED.default
+    auth_cache_ttl: float = v.RELAY_AUTH_CACHE_TTL.default
 
     allowed_networks: tuple[IPNetwork, ...] = ()
     allowed_sender_domains: tuple[str, ...] = ()
-    allow_open_relay: bool = False
+    allow_open_relay: bool = v.RELAY_ALLOW_OPEN_RELAY.default
 
-    max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE
-    max_recipients: int = 1000
-    session_timeout: float = 300.0
-    junk_command_limit: int = 100
-    grace_period: float = 30.0
-    metrics_host: str = "127.0.0.1"
+    max_message_size: int = v.RELAY_MAX_MESSAGE_SIZE.default
+    max_recipients: int = v.RELAY_MAX_RECIPIENTS.default
+    session_timeout: float = v.RELAY_SESSION_TIMEOUT.default
+    junk_command_limit: int = v.RELAY_JUNK_COMMAND_LIMIT.default
+    grace_period: float = v.RELAY_GRACE_PERIOD.default
+    metrics_host: str = v.RELAY_METRICS_HOST.default
     metrics_port: int | None = None
-    log_level: str = "INFO"
-    log_json: bool = True
+    log_level: str = v.RELAY_LOG_LEVEL.default
+    log_json: bool = v.RELAY_LOG_FORMAT.default == "json"
 
     @property
     def local_mode(self) -> bool:
@@ -308,267 +112,144 @@ class RelayConfig:
         """True when some credential source is configured."""
         return bool(self.auth_users) or self.use_apikey
 
-    @property
-    def tls_enabled(self) -> bool:
-        """True when the listener has a certificate (STARTTLS or implicit TLS)."""
-        return self.tls_cert_path is not None
-
-    @property
-    def blacklist_enabled(self) -> bool:
-        """True when recipients are checked against a blacklist."""
-        return self.blacklist_sqlite is not None or (
-            self.use_blacklist and bool(self.dynamodb_table)
-        )
-
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] = os.environ) -> RelayConfig:
         """Read and validate the settings; raise `ConfigError` (one line) on the first bad one."""
-        env = _Env(environ)
-        upstream_host = env.text("AWS_SMTP_HOST")
+        env = EnvReader(environ)
+        upstream_host = env.text(v.AWS_SMTP_HOST)
         local = upstream_host is None
 
-        cert = env.path("SSL_CERT_PATH")
-        key = env.path("SSL_KEY_PATH")
-        implicit_tls = env.flag("ENABLE_SSL", False)
-        if (cert is None) != (key is None):
-            missing = "SSL_KEY_PATH" if key is None else "SSL_CERT_PATH"
-            raise ConfigError(
-                f"{missing}: required when the other of SSL_CERT_PATH/SSL_KEY_PATH is set"
-            )
+        implicit_tls = env.flag(v.ENABLE_SSL)
+        cert, key = _tls_files(env)
         if implicit_tls and cert is None:
-            raise ConfigError("ENABLE_SSL: requires SSL_CERT_PATH and SSL_KEY_PATH")
-        for name, path in (("SSL_CERT_PATH", cert), ("SSL_KEY_PATH", key)):
-            if path is not None and not path.is_file():
-                raise ConfigError(f"{name}: no such file: {path}")
+            raise ConfigError(
+                f"{v.ENABLE_SSL.name}: requires {v.SSL_CERT_PATH.name} and {v.SSL_KEY_PATH.name}"
+            )
 
-        username, password = env.text("AWS_SMTP_USERNAME"), env.raw("AWS_SMTP_PASSWORD")
+        username, password = env.text(v.AWS_SMTP_USERNAME), env.raw(v.AWS_SMTP_PASSWORD)
         if (username is None) != (password is None):
-            missing = "AWS_SMTP_PASSWORD" if password is None else "AWS_SMTP_USERNAME"
-            raise ConfigError(f"{missing}: AWS_SMTP_USERNAME and AWS_SMTP_PASSWORD go together")
+            missing = v.AWS_SMTP_PASSWORD if password is None else v.AWS_SMTP_USERNAME
+            raise ConfigError(
+                f"{missing.name}: AWS_SMTP_USERNAME and AWS_SMTP_PASSWORD go together"
+            )
+        rate = _rate(env, local)
 
-        rate_text = (env.text("SES_RATE_LIMIT") or ("auto" if not local else "")).lower()
-        rate: float | None
-        if rate_text == "auto":
-            if local:
-                raise ConfigError(
-                    "SES_RATE_LIMIT: `auto` reads the SES account; it needs AWS_SMTP_HOST"
-                )
-            rate = None
-        elif rate_text == "":
-            rate = LOCAL_DEFAULT_RATE
-        else:
-            rate = env.number("SES_RATE_LIMIT", LOCAL_DEFAULT_RATE, minimum=0.001)
-
-        use_blacklist = env.flag("USE_BLACKLIST", False)
-        dynamodb_table = env.text("DYNAMODB_TABLE")
-        sqlite = env.path("RELAY_BLACKLIST_SQLITE")
-        if sqlite is None and local:
-            sqlite = Path("blacklist.sqlite3")
+        use_blacklist = env.flag(v.USE_BLACKLIST)
+        dynamodb_table = env.text(v.DYNAMODB_TABLE)
+        sqlite = (
+            env.path(v.RELAY_BLACKLIST_SQLITE)
+            if local or env.is_set(v.RELAY_BLACKLIST_SQLITE)
+            else None
+        )
         if use_blacklist and dynamodb_table is None and sqlite is None:
-            raise ConfigError("DYNAMODB_TABLE: required when USE_BLACKLIST is true")
+            raise ConfigError(f"{v.DYNAMODB_TABLE.name}: required when USE_BLACKLIST is true")
 
-        use_apikey = env.flag("USE_APIKEY", False)
-        api_keys_table = env.text("DYNAMODB_API_KEYS_TABLE")
+        use_apikey = env.flag(v.USE_APIKEY)
+        api_keys_table = env.text(v.DYNAMODB_API_KEYS_TABLE)
         if use_apikey and api_keys_table is None:
-            raise ConfigError("DYNAMODB_API_KEYS_TABLE: required when USE_APIKEY is true")
-        users = _parse_auth_users(env.raw("RELAY_AUTH_USERS") or "")
+            raise ConfigError(f"{v.DYNAMODB_API_KEYS_TABLE.name}: required when USE_APIKEY is true")
+        users = env.auth_users()
         if (users or use_apikey) and cert is None:
             raise ConfigError(
-                "SSL_CERT_PATH: AUTH (RELAY_AUTH_USERS / USE_APIKEY) is only offered over TLS; "
-                "set SSL_CERT_PATH and SSL_KEY_PATH"
+                f"{v.SSL_CERT_PATH.name}: AUTH (RELAY_AUTH_USERS / USE_APIKEY) is only offered "
+                "over TLS; set SSL_CERT_PATH and SSL_KEY_PATH"
             )
 
-        mode = (env.text("RELAY_BLACKLIST_MODE") or "refuse").lower()
-        if mode not in {"refuse", "drop"}:
-            raise ConfigError(f"RELAY_BLACKLIST_MODE: expected 'refuse' or 'drop', got {mode!r}")
-        unavailable = (env.text("RELAY_REDIS_UNAVAILABLE") or "fail").lower()
-        if unavailable not in {"fail", "degrade"}:
-            raise ConfigError(
-                f"RELAY_REDIS_UNAVAILABLE: expected 'fail' or 'degrade', got {unavailable!r}"
-            )
-        log_format = (env.text("RELAY_LOG_FORMAT") or "json").lower()
-        if log_format not in {"json", "text"}:
-            raise ConfigError(f"RELAY_LOG_FORMAT: expected 'json' or 'text', got {log_format!r}")
-        log_level = (env.text("RELAY_LOG_LEVEL") or "INFO").upper()
-        if log_level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
-            raise ConfigError(f"RELAY_LOG_LEVEL: unknown level {log_level!r}")
-
-        metrics_text = (env.text("RELAY_METRICS_PORT") or "9125").lower()
-        metrics_port = (
-            None if metrics_text in {"0", "off"} else env.port("RELAY_METRICS_PORT", 9125)
-        )
-
-        local_smtp_url = env.text("RELAY_LOCAL_SMTP_URL")
-        if local_smtp_url is not None:
-            _check_smtp_url(local_smtp_url)
+        blacklist_mode = env.choice(v.RELAY_BLACKLIST_MODE, ("refuse", "drop"))
+        when_redis_down = env.choice(v.RELAY_REDIS_UNAVAILABLE, ("fail", "degrade"))
+        log_format = env.choice(v.RELAY_LOG_FORMAT, ("json", "text"))
+        log_level = env.text(v.RELAY_LOG_LEVEL).upper()
+        if log_level not in _LOG_LEVELS:
+            raise ConfigError(f"{v.RELAY_LOG_LEVEL.name}: unknown level {log_level!r}")
+        metrics_port = _metrics_port(env)
+        fqdn = env.text(v.SERVER_FQDN)
+        local_smtp_url = env.smtp_url()
 
         return cls(
-            listen_host=env.text("SMTP_HOST") or "127.0.0.1",
-            listen_port=env.port("SMTP_PORT", 1025),
-            server_fqdn=env.text("SERVER_FQDN") or socket.gethostname() or "localhost",
+            listen_host=env.text(v.SMTP_HOST),
+            listen_port=env.port(v.SMTP_PORT),
+            server_fqdn=fqdn or socket.gethostname() or _FALLBACK_FQDN,
             implicit_tls=implicit_tls,
             tls_cert_path=cert,
             tls_key_path=key,
             upstream_host=upstream_host,
-            upstream_port=env.port("AWS_SMTP_PORT", 587),
+            upstream_port=env.port(v.AWS_SMTP_PORT),
             upstream_username=username,
             upstream_password=password,
-            upstream_ca_file=env.text("RELAY_UPSTREAM_CA_FILE"),
-            upstream_timeout=env.number("RELAY_UPSTREAM_TIMEOUT", 30.0, minimum=0.1),
-            pool_size=env.integer("RELAY_POOL_SIZE", 4, minimum=1),
-            max_messages_per_connection=env.integer(
-                "RELAY_MAX_MESSAGES_PER_CONNECTION", 100, minimum=1
-            ),
-            max_connection_age=env.number("RELAY_MAX_CONNECTION_AGE", 300.0, minimum=1.0),
-            local_outbox=env.path("RELAY_LOCAL_OUTBOX") or Path("outbox"),
+            upstream_ca_file=env.text(v.RELAY_UPSTREAM_CA_FILE),
+            upstream_timeout=env.number(v.RELAY_UPSTREAM_TIMEOUT, minimum=0.1),
+            pool_size=env.integer(v.RELAY_POOL_SIZE, minimum=1),
+            max_messages_per_connection=env.integer(v.RELAY_MAX_MESSAGES_PER_CONNECTION, minimum=1),
+            max_connection_age=env.number(v.RELAY_MAX_CONNECTION_AGE, minimum=1.0),
+            local_outbox=env.path(v.RELAY_LOCAL_OUTBOX),
             local_smtp_url=local_smtp_url,
             rate_limit=rate,
-            rate_burst=env.integer("RELAY_RATE_BURST", 1, minimum=1),
-            redis_url=env.text("REDIS_URL"),
-            redis_key=env.text("RELAY_REDIS_KEY") or "ses-relay:rate",
-            redis_degrade=unavailable == "degrade",
-            replicas=env.integer("RELAY_REPLICAS", 1, minimum=1),
-            max_wait=env.number("RELAY_MAX_WAIT", 60.0, minimum=0.0),
+            rate_burst=env.integer(v.RELAY_RATE_BURST, minimum=1),
+            redis_url=env.text(v.REDIS_URL),
+            redis_key=env.text(v.RELAY_REDIS_KEY),
+            redis_degrade=when_redis_down == "degrade",
+            replicas=env.integer(v.RELAY_REPLICAS, minimum=1),
+            max_wait=env.number(v.RELAY_MAX_WAIT, minimum=0.0),
             use_blacklist=use_blacklist,
             dynamodb_table=dynamodb_table,
             blacklist_sqlite=sqlite,
-            blacklist_drop=mode == "drop",
-            blacklist_cache_ttl=env.number("RELAY_BLACKLIST_CACHE_TTL", 30.0, minimum=0.0),
+            blacklist_drop=blacklist_mode == "drop",
+            blacklist_cache_ttl=env.number(v.RELAY_BLACKLIST_CACHE_TTL, minimum=0.0),
             blacklist_cache_blacklisted_ttl=env.number(
-                "RELAY_BLACKLIST_CACHE_BLACKLISTED_TTL", 300.0, minimum=0.0
+                v.RELAY_BLACKLIST_CACHE_BLACKLISTED_TTL, minimum=0.0
             ),
-            blacklist_cache_max_entries=env.integer(
-                "RELAY_BLACKLIST_CACHE_MAX_ENTRIES", 100_000, minimum=1
-            ),
+            blacklist_cache_max_entries=env.integer(v.RELAY_BLACKLIST_CACHE_MAX_ENTRIES, minimum=1),
             use_apikey=use_apikey,
             api_keys_table=api_keys_table,
             auth_users=users,
-            auth_required=env.flag("RELAY_AUTH_REQUIRED", True),
-            auth_cache_ttl=env.number("RELAY_AUTH_CACHE_TTL", 300.0, minimum=0.0),
-            allowed_networks=_parse_networks(env.text("RELAY_ALLOWED_NETWORKS") or ""),
-            allowed_sender_domains=_parse_domains(env.text("RELAY_ALLOWED_SENDER_DOMAINS") or ""),
-            allow_open_relay=env.flag("RELAY_ALLOW_OPEN_RELAY", False),
-            max_message_size=env.integer(
-                "RELAY_MAX_MESSAGE_SIZE", DEFAULT_MAX_MESSAGE_SIZE, minimum=1024
-            ),
-            max_recipients=env.integer("RELAY_MAX_RECIPIENTS", 1000, minimum=1),
-            session_timeout=env.number("RELAY_SESSION_TIMEOUT", 300.0, minimum=1.0),
-            junk_command_limit=env.integer("RELAY_JUNK_COMMAND_LIMIT", 100, minimum=1),
-            grace_period=env.number("RELAY_GRACE_PERIOD", 30.0, minimum=0.0),
-            metrics_host=env.text("RELAY_METRICS_HOST") or "127.0.0.1",
+            auth_required=env.flag(v.RELAY_AUTH_REQUIRED),
+            auth_cache_ttl=env.number(v.RELAY_AUTH_CACHE_TTL, minimum=0.0),
+            allowed_networks=env.networks(),
+            allowed_sender_domains=env.domains(),
+            allow_open_relay=env.flag(v.RELAY_ALLOW_OPEN_RELAY),
+            max_message_size=env.integer(v.RELAY_MAX_MESSAGE_SIZE, minimum=1024),
+            max_recipients=env.integer(v.RELAY_MAX_RECIPIENTS, minimum=1),
+            session_timeout=env.number(v.RELAY_SESSION_TIMEOUT, minimum=1.0),
+            junk_command_limit=env.integer(v.RELAY_JUNK_COMMAND_LIMIT, minimum=1),
+            grace_period=env.number(v.RELAY_GRACE_PERIOD, minimum=0.0),
+            metrics_host=env.text(v.RELAY_METRICS_HOST),
             metrics_port=metrics_port,
             log_level=log_level,
             log_json=log_format == "json",
         )
 
 
-class _Env:
-    """Typed accessors that raise `ConfigError` naming the variable."""
-
-    def __init__(self, environ: Mapping[str, str]) -> None:
-        self._environ = environ
-
-    def raw(self, name: str) -> str | None:
-        value = self._environ.get(name)
-        return value if value else None
-
-    def text(self, name: str) -> str | None:
-        value = self._environ.get(name, "").strip()
-        return value or None
-
-    def path(self, name: str) -> Path | None:
-        value = self.text(name)
-        return Path(value) if value else None
-
-    def flag(self, name: str, default: bool) -> bool:
-        value = self._environ.get(name)
-        if value is None:
-            return default
-        lowered = value.strip().lower()
-        if lowered in _TRUE:
-            return True
-        if lowered in _FALSE:
-            return False
-        raise ConfigError(f"{name}: expected true/false, got {value!r}")
-
-    def integer(self, name: str, default: int, *, minimum: int) -> int:
-        value = self.text(name)
-        if value is None:
-            return default
-        try:
-            number = int(value)
-        except ValueError:
-            raise ConfigError(f"{name}: expected an integer, got {value!r}") from None
-        if number < minimum:
-            raise ConfigError(f"{name}: must be at least {minimum}, got {number}")
-        return number
-
-    def number(self, name: str, default: float, *, minimum: float) -> float:
-        value = self.text(name)
-        if value is None:
-            return default
-        try:
-            number = float(value)
-        except ValueError:
-            raise ConfigError(f"{name}: expected a number, got {value!r}") from None
-        if not number >= minimum or number == float("inf"):
-            raise ConfigError(f"{name}: must be a finite number of at least {minimum}, got {value}")
-        return number
-
-    def port(self, name: str, default: int) -> int:
-        number = self.integer(name, default, minimum=0)
-        if number > 65535:
-            raise ConfigError(f"{name}: not a TCP port: {number}")
-        return number
-
-
-def _parse_networks(text: str) -> tuple[IPNetwork, ...]:
-    networks = []
-    for item in filter(None, (part.strip() for part in text.split(","))):
-        try:
-            networks.append(ipaddress.ip_network(item, strict=False))
-        except ValueError:
-            raise ConfigError(f"RELAY_ALLOWED_NETWORKS: not a CIDR network: {item!r}") from None
-    return tuple(networks)
-
-
-def _parse_domains(text: str) -> tuple[str, ...]:
-    domains = []
-    for item in filter(None, (part.strip().lower().rstrip(".") for part in text.split(","))):
-        try:
-            domains.append(item.encode("idna").decode("ascii"))
-        except UnicodeError:
-            raise ConfigError(f"RELAY_ALLOWED_SENDER_DOMAINS: not a domain: {item!r}") from None
-    return tuple(domains)
-
-
-def _parse_auth_users(text: str) -> tuple[tuple[str, str], ...]:
-    # Deferred import: auth imports nothing from config, but keeping config importable alone
-    # makes `python -m relay.hash_password` cheap.
-    from relay.auth import is_password_hash
-
-    users = []
-    for position, item in enumerate(filter(None, (p.strip() for p in text.split(","))), 1):
-        user, sep, hashed = item.partition(":")
-        if not sep or not user or not is_password_hash(hashed):
-            # Never echo the entry: it holds a password hash (or worse, a clear-text password).
-            raise ConfigError(
-                f"RELAY_AUTH_USERS: entry {position} is not `user:hash` "
-                "(make the hash with `python -m relay.hash_password`)"
-            )
-        users.append((user, hashed))
-    return tuple(users)
-
-
-def _check_smtp_url(url: str) -> None:
-    from urllib.parse import urlsplit
-
-    parts = urlsplit(url)
-    if parts.scheme not in {"smtp", "smtps"} or not parts.hostname:
+def _tls_files(env: EnvReader) -> tuple[Path | None, Path | None]:
+    """SSL_CERT_PATH and SSL_KEY_PATH: both or neither, and both existing files."""
+    cert, key = env.path(v.SSL_CERT_PATH), env.path(v.SSL_KEY_PATH)
+    if (cert is None) != (key is None):
+        missing = v.SSL_KEY_PATH if key is None else v.SSL_CERT_PATH
         raise ConfigError(
-            "RELAY_LOCAL_SMTP_URL: expected smtp://host[:port] or smtps://host[:port]"
+            f"{missing.name}: required when the other of SSL_CERT_PATH/SSL_KEY_PATH is set"
         )
-    try:
-        parts.port  # noqa: B018 - validates the port
-    except ValueError:
-        raise ConfigError("RELAY_LOCAL_SMTP_URL: invalid port") from None
+    for variable, path in ((v.SSL_CERT_PATH, cert), (v.SSL_KEY_PATH, key)):
+        if path is not None and not path.is_file():
+            raise ConfigError(f"{variable.name}: no such file: {path}")
+    return cert, key
+
+
+def _rate(env: EnvReader, local: bool) -> float | None:
+    """SES_RATE_LIMIT: a number, or `auto` (None: read from SES), which is the default unless in
+    local mode."""
+    if not env.is_set(v.SES_RATE_LIMIT):
+        return v.SES_RATE_LIMIT.default if local else None
+    if str(env.text(v.SES_RATE_LIMIT)).lower() == "auto":
+        if local:
+            message = (
+                f"{v.SES_RATE_LIMIT.name}: `auto` reads the SES account; it needs AWS_SMTP_HOST"
+            )
+            raise ConfigError(message)
+        return None
+    return env.number(v.SES_RATE_LIMIT, minimum=0.001)
+
+
+def _metrics_port(env: EnvReader) -> int | None:
+    """RELAY_METRICS_PORT: a port, or `0`/`off` for no ops endpoint."""
+    if str(env.text(v.RELAY_METRICS_PORT)).lower() in {"0", "off"}:
+        return None
+    return env.port(v.RELAY_METRICS_PORT)

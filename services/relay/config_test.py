@@ -7,8 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from relay import variables
 from relay.auth import hash_password
 from relay.config import ENVIRONMENT_VARIABLES, ConfigError, RelayConfig
+from relay.variables import VARIABLES, Variable
 
 AWS = {"AWS_SMTP_HOST": "email-smtp.eu-west-1.amazonaws.com"}
 
@@ -32,8 +34,8 @@ def test_empty_environment_is_local_mode_on_loopback() -> None:
     assert config.metrics_port == 9125
 
 
-def test_original_variables_keep_their_meaning(tmp_path: Path) -> None:
-    """The original service's variables map onto the listener, upstream, rate and tables."""
+def test_existing_deployment_variables_keep_their_meaning(tmp_path: Path) -> None:
+    """The variables existing deployments set map onto the listener, upstream, rate and tables."""
     cert, key = tmp_path / "c.pem", tmp_path / "k.pem"
     cert.write_text("x")
     key.write_text("x")
@@ -61,7 +63,7 @@ def test_original_variables_keep_their_meaning(tmp_path: Path) -> None:
     assert config.upstream_password == "s3cret"
     assert (config.listen_host, config.listen_port) == ("0.0.0.0", 2525)
     assert config.rate_limit == 14.0
-    assert config.blacklist_enabled and config.dynamodb_table == "bl"
+    assert config.use_blacklist and config.dynamodb_table == "bl"
     assert config.blacklist_sqlite is None
     assert config.use_apikey and config.api_keys_table == "keys"
     assert config.implicit_tls and config.tls_cert_path == cert
@@ -111,29 +113,6 @@ def test_blacklist_cache_settings_default_to_the_cache_defaults() -> None:
     assert config.blacklist_cache_blacklisted_ttl == 300.0
     assert config.blacklist_cache_ttl == 30.0
     assert config.blacklist_cache_max_entries == 100_000
-
-
-async def test_blacklist_cache_settings_reach_the_cache(tmp_path: Path) -> None:
-    """Both TTLs and the size bound are read from the environment and given to the cache."""
-    from relay.wiring import Closer, build_blacklist
-    from ses_core.blacklist.cache import CachedBlacklist
-
-    config = RelayConfig.from_environ(
-        {
-            "RELAY_BLACKLIST_SQLITE": str(tmp_path / "bl.sqlite3"),
-            "RELAY_BLACKLIST_CACHE_TTL": "5",
-            "RELAY_BLACKLIST_CACHE_BLACKLISTED_TTL": "42.5",
-            "RELAY_BLACKLIST_CACHE_MAX_ENTRIES": "1234",
-        }
-    )
-    closers: list[Closer] = []
-    cache = build_blacklist(config, closers, {})
-    try:
-        assert isinstance(cache, CachedBlacklist)
-        assert (cache.positive_ttl, cache.negative_ttl, cache.max_entries) == (42.5, 5.0, 1234)
-    finally:
-        for close in closers:
-            await close()
 
 
 @pytest.mark.parametrize(
@@ -203,13 +182,37 @@ def test_secrets_are_not_in_the_repr(tmp_path: Path) -> None:
     assert "TOPSECRET" not in text and "REDISPW" not in text and hashed not in text
 
 
-def test_table_lists_every_variable_read() -> None:
-    """The README table names every variable from_environ reads (and nothing twice)."""
+class RecordingEnviron(dict[str, str]):
+    """An environment that records which variables were asked for."""
+
+    def __init__(self, values: dict[str, str]) -> None:
+        super().__init__(values)
+        self.asked: set[str] = set()
+
+    def get(self, key: str, default: object = None) -> object:  # type: ignore[override]
+        self.asked.add(key)
+        return super().get(key, default)
+
+
+def test_table_lists_every_variable_read(tmp_path: Path) -> None:
+    """The README table names every variable from_environ reads, each once, and all are read."""
     names = [row[0] for row in ENVIRONMENT_VARIABLES]
     assert len(names) == len(set(names))
-    source = Path(__file__).with_name("config.py").read_text()
-    import re
-
-    read = set(re.findall(r'env\.\w+\(\s*"([A-Z_]+)"', source))
-    assert read <= set(names), read - set(names)
+    defined = [value for value in vars(variables).values() if isinstance(value, Variable)]
+    assert set(defined) == set(VARIABLES)
+    environ = RecordingEnviron({**tls_files(tmp_path), **AWS, "SES_RATE_LIMIT": "1"})
+    RelayConfig.from_environ(environ)
+    assert environ.asked == set(names)
     assert all(len(row) == 4 and all(row) for row in ENVIRONMENT_VARIABLES)
+
+
+def test_defaults_are_those_of_the_variables() -> None:
+    """Unset variables give the defaults of a RelayConfig built in code, apart from the two that
+    RelayConfig documents (the ops endpoint, the greeting's host name)."""
+    from_environment = RelayConfig.from_environ({**AWS, "SES_RATE_LIMIT": "10"})
+    in_code = RelayConfig(
+        upstream_host=AWS["AWS_SMTP_HOST"],
+        metrics_port=variables.RELAY_METRICS_PORT.default,
+        server_fqdn=from_environment.server_fqdn,
+    )
+    assert from_environment == in_code

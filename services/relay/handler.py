@@ -6,27 +6,25 @@ What the client is told, and why:
   checked against `RELAY_ALLOWED_SENDER_DOMAINS` (`550 5.7.1`).
 - RCPT: syntax (`501 5.1.3` with the reason), then the blacklist, at RCPT time so that the client
   learns which recipient was refused: `550 5.1.1 <addr>: recipient is blacklisted (<reason>)`, or
-  with `RELAY_BLACKLIST_MODE=drop` the original service's silent drop (`250`, but the address is
-  not sent to). A blacklist that cannot answer gives `451 4.3.0`: never an accept. Beyond
-  `max_recipients` the answer is `452 4.5.3` (the client retries the rest in a second message);
-  batches above SES's 50-recipient limit are split by the SMTP client.
+  with `RELAY_BLACKLIST_MODE=drop` a silent drop (`250`, but the address is not sent to). A
+  blacklist that cannot answer gives `451 4.3.0`: never an accept. Beyond `max_recipients` the
+  answer is `452 4.5.3` (the client retries the rest in a second message); batches above SES's
+  50-recipient limit are split by the SMTP client.
 - DATA: the message goes to the `MessageSender` with a deadline of now + `RELAY_MAX_WAIT` (the
   sender waits for rate tokens, counted per recipient, and retries transient upstream failures
-  within it). The reply tells the truth:
+  within it, resending to deferred recipients alone once others were accepted). The one result it
+  returns becomes one reply that tells the truth:
   * every recipient accepted: `250` with the upstream's text;
   * nothing accepted, something deferred (throttled, transient, connection, auth, quota): `451`
     with an enhanced code saying which (`4.7.0` throttled / rate wait exceeded / quota,
     `4.4.x` upstream unreachable, `4.3.0` other), so the client keeps the message and retries;
   * every recipient refused permanently by the upstream: the upstream's own `5xx` and text;
-  * partial acceptance. SMTP has one reply per DATA. Answering 4xx after some recipients were
-    accepted upstream makes the client resend to all of them (duplicates); answering 250 makes the
-    client forget the deferred ones. Policy: when at least one recipient was accepted, the relay
-    keeps resending to the *deferred* recipients only, within the same deadline, then answers
-    `250`. Recipients still deferred at the deadline are logged at ERROR level with the
-    transaction id and counted in `relay_recipients{outcome="undelivered"}` so that an operator
-    can resend; permanently refused recipients alongside accepted ones are likewise logged
-    (`refused`), as a bounce would report them. A relay that answered 451 here would
-    duplicate mail to every accepted recipient on each client retry.
+  * partial acceptance: `250`. SMTP has one reply per DATA, and a 4xx after some recipients were
+    accepted upstream would make the client resend to all of them (duplicates). Recipients still
+    deferred after the sender's own retries are logged at ERROR level with the transaction id
+    and counted in `relay_recipients{outcome="undelivered"}` so that an operator can resend;
+    permanently refused recipients alongside accepted ones are likewise logged (`refused`), as
+    a bounce would report them.
   * the ambiguous case (connection lost after the final '.'; the upstream may have the message)
     is DEFERRED by the client; with nothing known to be accepted the relay answers 451, so the
     message may arrive twice but is never lost.
@@ -47,15 +45,16 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor
 from typing import Any
 
+import attrs
 from aiosmtpd.smtp import Envelope, Session
 
 from relay.access import AccessPolicy
 from relay.metrics import RelayMetrics
 from ses_core.addresses import EmailAddress
-from ses_core.blacklist.model import Blacklist, BlacklistEntry, InstantLookup
+from ses_core.blacklist import BlacklistEntry, BlacklistReader, InstantLookup
 from ses_core.errors import (
     BlacklistUnavailable,
     DailyQuotaExhausted,
@@ -64,15 +63,15 @@ from ses_core.errors import (
     RateLimiterUnavailable,
     RateLimitTimeout,
 )
-from ses_core.smtp.client import MessageSender, OutboundMessage
-from ses_core.smtp.results import RecipientResult, ReplyClass, SendResult
+from ses_core.smtp import MessageSender, OutboundMessage, RecipientResult, ReplyClass, SendResult
 
 log = logging.getLogger(__name__)
 transaction_log = logging.getLogger("relay.transactions")
 
 INTERNAL_ERROR = "451 4.3.0 Internal error, please try again later"
-#: How the SMTP client (and the outbox) word a deferral caused by the local rate limiter.
-LIMITER_TIMEOUT_TEXT = "4.7.0 send rate limit"
+_RATE_WAIT_EXCEEDED = "451 4.7.0 Send rate limit: wait exceeded, try again later"
+_QUOTA_EXHAUSTED = "451 4.7.0 Daily sending quota exhausted, try again later"
+_LIMITER_DOWN = "451 4.3.0 Rate limiter unavailable, try again later"
 _MAX_REASON = 200
 
 
@@ -101,18 +100,19 @@ class RelayHandler:
         self,
         *,
         sender: MessageSender,
-        blacklist: Blacklist | None = None,
+        blacklist: BlacklistReader | None = None,
         policy: AccessPolicy | None = None,
         metrics: RelayMetrics | None = None,
         max_wait: float = 60.0,
         max_recipients: int = 1000,
         blacklist_drop: bool = False,
         on_daily_quota: Callable[[], None] | None = None,
+        lookup_executor: Executor | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.sender = sender
         self.blacklist = blacklist
-        # Resolved once: a Protocol isinstance check costs ~4 us, paid per RCPT otherwise.
+        # Resolved once: a Protocol isinstance check is slow, and would be paid per RCPT.
         self._instant = blacklist if isinstance(blacklist, InstantLookup) else None
         self.policy = policy or AccessPolicy()
         self.metrics = metrics or RelayMetrics()
@@ -120,6 +120,8 @@ class RelayHandler:
         self.max_recipients = max_recipients
         self.blacklist_drop = blacklist_drop
         self._on_daily_quota = on_daily_quota
+        # Blacklist lookups that block run here (None: the loop's default executor).
+        self._lookup_executor = lookup_executor
         self._clock = clock
         self._ids = itertools.count(1)
         self._id_prefix = os.urandom(3).hex()
@@ -179,7 +181,9 @@ class RelayHandler:
             return "553 5.6.7 Non-ASCII address requires MAIL FROM with SMTPUTF8"
         if self.blacklist is not None:
             try:
-                entry = await _blacklisted(self.blacklist, self._instant, address)
+                entry = await _blacklisted(
+                    self.blacklist, self._instant, self._lookup_executor, address
+                )
             except BlacklistUnavailable as exc:
                 self.metrics.blacklist_errors.inc()
                 log.warning("blacklist unavailable at RCPT: %s", exc)
@@ -231,67 +235,17 @@ class RelayHandler:
         deadline = started + self.max_wait
         try:
             result = await self.sender.send(message, deadline=deadline)
-            result = await self._retry_deferred(message, result, deadline)
+        # A sender may raise its limiter's refusal instead of deferring: the same answers.
         except RateLimitTimeout as exc:
             record.limiter_wait = exc.wait_seconds
-            return self._finish(
-                record,
-                "451 4.7.0 Send rate limit: wait exceeded, try again later",
-                "deferred",
-                "rate_wait_exceeded",
-            )
+            return self._finish(record, _RATE_WAIT_EXCEEDED, "deferred", "rate_wait_exceeded")
         except DailyQuotaExhausted:
-            return self._finish(
-                record,
-                "451 4.7.0 Daily sending quota exhausted, try again later",
-                "deferred",
-                "daily_quota",
-            )
+            return self._finish(record, _QUOTA_EXHAUSTED, "deferred", "daily_quota")
         except RateLimiterUnavailable as exc:
             log.error("rate limiter unavailable: %s", exc)
-            return self._finish(
-                record,
-                "451 4.3.0 Rate limiter unavailable, try again later",
-                "deferred",
-                "limiter_unavailable",
-            )
+            return self._finish(record, _LIMITER_DOWN, "deferred", "limiter_unavailable")
         self.metrics.upstream_latency.observe(self._clock() - started)
         return self._answer(record, result)
-
-    async def _retry_deferred(
-        self, message: OutboundMessage, result: SendResult, deadline: float
-    ) -> SendResult:
-        """Partial acceptance: resend to the deferred recipients only, while time remains."""
-        attempts = 0
-        while result.accepted and result.deferred and self._clock() < deadline and attempts < 5:
-            retryable = [
-                r
-                for r in result.deferred
-                if r.reply_class.retryable_soon and not is_limiter_timeout(r)
-            ]
-            if not retryable:
-                break
-            attempts += 1
-            retry = OutboundMessage(
-                sender=message.sender,
-                recipients=tuple(r.recipient for r in retryable),
-                data=message.data,
-                smtputf8=message.smtputf8,
-                eightbit=message.eightbit,
-            )
-            try:
-                again = await self.sender.send(retry, deadline=deadline)
-            except (RateLimitTimeout, DailyQuotaExhausted, RateLimiterUnavailable) as exc:
-                log.warning("retry of deferred recipients stopped: %s", type(exc).__name__)
-                break
-            by_rcpt = {r.recipient: r for r in again.recipients}
-            result = SendResult(
-                recipients=tuple(by_rcpt.get(r.recipient, r) for r in result.recipients),
-                limiter_wait=result.limiter_wait + again.limiter_wait,
-                attempts=result.attempts + again.attempts,
-                ambiguous=result.ambiguous or again.ambiguous,
-            )
-        return result
 
     def _answer(self, record: _Record, result: SendResult) -> str:
         record.limiter_wait = result.limiter_wait
@@ -355,8 +309,7 @@ class RelayHandler:
                 "latency": round(latency, 4),
             }
             # Formatted and written right after the reply is sent (the next loop iteration), not
-            # before: the client gets its answer ~60 us sooner, which is a twentieth of a whole
-            # message on one busy connection.
+            # before, so that the client gets its answer sooner.
             line = functools.partial(
                 transaction_log.info, "%s %s", record.id, outcome, extra={"fields": fields}
             )
@@ -372,52 +325,32 @@ class RelayHandler:
         return INTERNAL_ERROR
 
 
+@attrs.define(kw_only=True)
 class _Record:
     """Mutable facts about one transaction, gathered for its log line."""
 
-    __slots__ = (
-        "id",
-        "peer",
-        "sender_domain",
-        "recipients",
-        "refused",
-        "size",
-        "started",
-        "limiter_wait",
-        "attempts",
-        "upstream_code",
-    )
-
-    def __init__(
-        self,
-        *,
-        id: str,
-        peer: str,
-        sender_domain: str | None,
-        recipients: int,
-        refused: list[dict[str, str]],
-        size: int,
-        started: float,
-    ) -> None:
-        self.id = id
-        self.peer = peer
-        self.sender_domain = sender_domain
-        self.recipients = recipients
-        self.refused = refused
-        self.size = size
-        self.started = started
-        self.limiter_wait = 0.0
-        self.attempts = 0
-        self.upstream_code: int | None = None
+    id: str
+    peer: str
+    sender_domain: str | None
+    recipients: int
+    refused: list[dict[str, str]]
+    size: int
+    started: float
+    limiter_wait: float = 0.0
+    attempts: int = 0
+    upstream_code: int | None = None
 
 
 async def _blacklisted(
-    blacklist: Blacklist, instant: InstantLookup | None, address: str
+    blacklist: BlacklistReader,
+    instant: InstantLookup | None,
+    executor: Executor | None,
+    address: str,
 ) -> BlacklistEntry | None:
     """The blacklist entry for `address`: answered on the loop when that costs no waiting (a
     cached answer, or a SQLite read: `InstantLookup`), else by the store in a thread (DynamoDB
     blocks on the network). The address is passed as written, not only its key: the DynamoDB
-    adapter also matches the original service's case-sensitive legacy items with it."""
+    adapter also matches case-sensitive legacy items with it."""
     if instant is not None:
         try:
             found = instant.lookup_now([address])
@@ -426,35 +359,18 @@ async def _blacklisted(
         else:
             return next(iter(found.values()), None)
     loop = asyncio.get_running_loop()
-    return await loop.run_in_executor(_LOOKUP_THREADS, blacklist.get, address)
-
-
-#: Blacklist lookups get their own threads, sized like boto3's connection pool (32): in the
-#: default executor (min(32, cpus + 4) = 6 threads here) a DynamoDB answering in 2 s capped RCPT
-#: at ~3 lookups per second and queued the outbox writes and API-key checks behind them.
-_LOOKUP_THREADS = ThreadPoolExecutor(max_workers=32, thread_name_prefix="blacklist-lookup")
-
-
-def is_limiter_timeout(result: RecipientResult) -> bool:
-    """Whether a deferral came from our own rate limiter (no capacity before the deadline)
-    rather than from the upstream. The SMTP client reports it as a THROTTLED 451 whose text
-    starts with `4.7.0 send rate limit`; `OutboxSender` uses the same text."""
-    return (
-        result.reply_class is ReplyClass.THROTTLED
-        and result.code == 451
-        and result.text.startswith(LIMITER_TIMEOUT_TEXT)
-    )
+    return await loop.run_in_executor(executor, blacklist.get, address)
 
 
 def _deferred_reply(deferred: tuple[RecipientResult, ...]) -> tuple[str, str]:
     classes = {r.reply_class for r in deferred}
     sample = deferred[0]
     upstream = f"(upstream {sample.code})"
-    if all(is_limiter_timeout(r) for r in deferred):
-        return "451 4.7.0 Send rate limit: wait exceeded, try again later", "rate_wait_exceeded"
+    if classes == {ReplyClass.RATE_LIMITED}:
+        return _RATE_WAIT_EXCEEDED, "rate_wait_exceeded"
     if ReplyClass.DAILY_QUOTA in classes:
         return f"451 4.7.0 Daily sending quota exceeded, try again later {upstream}", "daily_quota"
-    if ReplyClass.THROTTLED in classes:
+    if classes & {ReplyClass.THROTTLED, ReplyClass.RATE_LIMITED}:
         return f"451 4.7.0 Upstream throttled, try again later {upstream}", "throttled"
     if ReplyClass.AUTH in classes:
         return (

@@ -4,7 +4,7 @@ aiosmtpd restarts its idle timer on every recognised command, so the idle timeou
 ends a session whose client sends a valid `NOOP` one byte per second: it holds its connection
 (and a slot of the process's file descriptors) forever. Postfix answers this with
 `smtpd_junk_command_limit` and `smtpd_hard_error_limit`; the relay does the same with one budget
-(`RELAY_JUNK_COMMAND_LIMIT`, 100 by default as in Postfix):
+(`RELAY_JUNK_COMMAND_LIMIT`, whose default is Postfix's):
 
 - every command that carries no mail (NOOP, RSET, VRFY, EXPN, HELP, HELO, EHLO) costs one unit;
 - so does every command the relay answers with a protocol error (500-504), or with 452 (too many

@@ -1,9 +1,9 @@
 """A tiny HTTP/1.1 endpoint for operations: `/metrics`, `/healthz`, `/readyz`.
 
 Three GET routes do not justify a web framework; `asyncio.start_server` serves them on the relay's
-event loop. Each response closes the connection. `/readyz` runs the relay's readiness checks
+event loop. Each response closes the connection. `/readyz` runs the relay's readiness probes
 (upstream NOOP on a pooled connection, Redis, DynamoDB) with a timeout and answers 503 with the
-failing check's name and error class, never with a traceback.
+failing probe's name and error class, never with a traceback.
 """
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 log = logging.getLogger(__name__)
 
-ReadyCheck = Callable[[], Awaitable[None]]
+#: A readiness probe: returns when ready, raises otherwise.
+Probe = Callable[[], Awaitable[None]]
 
 _MAX_REQUEST_BYTES = 8192
 _REASONS = {
@@ -34,17 +35,17 @@ class OpsHttpServer:
     def __init__(
         self,
         registry: CollectorRegistry,
-        ready_checks: dict[str, ReadyCheck],
+        probes: dict[str, Probe],
         *,
         host: str = "127.0.0.1",
         port: int = 9125,
-        check_timeout: float = 5.0,
+        probe_timeout: float = 5.0,
     ) -> None:
         self._registry = registry
-        self._checks = ready_checks
+        self._probes = probes
         self._host = host
         self._port = port
-        self._timeout = check_timeout
+        self._timeout = probe_timeout
         self._server: asyncio.Server | None = None
 
     @property
@@ -67,14 +68,14 @@ class OpsHttpServer:
             self._server = None
 
     async def readiness(self) -> tuple[bool, str]:
-        """Run every check; return (ready, text)."""
+        """Run every probe; return (ready, text)."""
         failures = []
-        for name, check in self._checks.items():
+        for name, probe in self._probes.items():
             try:
                 # asyncio.timeout, not wait_for: on Python 3.11 wait_for drops a cancellation
-                # that arrives just as the check completes.
+                # that arrives just as the probe completes.
                 async with asyncio.timeout(self._timeout):
-                    await check()
+                    await probe()
             except (Exception, asyncio.TimeoutError) as exc:  # noqa: BLE001 - reported, see below
                 # A probe must answer for any failure; the class name tells the operator which
                 # dependency failed and the details are logged, not sent.

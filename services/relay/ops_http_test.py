@@ -39,8 +39,8 @@ async def test_routes() -> None:
         await server.aclose()
 
 
-async def test_readiness_reports_failing_checks_without_details() -> None:
-    """A failing or hanging check makes /readyz 503 naming the check and error class only."""
+async def test_readiness_reports_failing_probes_without_details() -> None:
+    """A failing or hanging probe makes /readyz 503 naming the probe and error class only."""
 
     async def broken() -> None:
         raise ConnectionError("secret-host:6379 refused")
@@ -51,12 +51,12 @@ async def test_readiness_reports_failing_checks_without_details() -> None:
     async def fine() -> None:
         return None
 
-    checks: dict[str, Callable[[], Awaitable[None]]] = {
+    probes: dict[str, Callable[[], Awaitable[None]]] = {
         "redis": broken,
         "upstream": hanging,
         "dynamodb": fine,
     }
-    server = OpsHttpServer(CollectorRegistry(), checks, port=0, check_timeout=0.05)
+    server = OpsHttpServer(CollectorRegistry(), probes, port=0, probe_timeout=0.05)
     await server.start()
     try:
         response = await fetch(server.port, b"GET /readyz HTTP/1.1\r\n\r\n")

@@ -19,9 +19,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ses_core.errors import DailyQuotaExhausted, RateLimiterUnavailable, RateLimitTimeout
-from ses_core.ratelimit.local import RateLimiter
-from ses_core.smtp.client import OutboundMessage
-from ses_core.smtp.results import Outcome, RecipientResult, ReplyClass, SendResult
+from ses_core.ratelimit import RateLimiter
+from ses_core.smtp import OutboundMessage, Outcome, RecipientResult, ReplyClass, SendResult
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +42,9 @@ class OutboxSender:
         self.directory.mkdir(parents=True, exist_ok=True)
 
     async def send(self, message: OutboundMessage, *, deadline: float | None = None) -> SendResult:
-        """Write `message`; every recipient ACCEPTED, or DEFERRED (like the SMTP client) when
-        the rate limiter has no capacity before `deadline` or the disk write fails."""
+        """Write `message`; every recipient ACCEPTED, or DEFERRED (like the SMTP client: as
+        RATE_LIMITED when the rate limiter has no capacity before `deadline`) when it cannot be
+        written now."""
         waited = 0.0
         if self._limiter is not None:
             max_wait = None if deadline is None else max(0.0, deadline - self._clock())
@@ -55,7 +55,7 @@ class OutboxSender:
                     "4.7.0 send rate limit: no capacity before the message deadline "
                     f"({exc.wait_seconds:.1f}s)"
                 )
-                return _all(message, 451, text, ReplyClass.THROTTLED, attempts=0)
+                return _all(message, 451, text, ReplyClass.RATE_LIMITED, attempts=0)
             except RateLimiterUnavailable:
                 text = "4.3.0 send-rate limiter unavailable"
                 return _all(message, 451, text, ReplyClass.TRANSIENT, attempts=0)
@@ -75,8 +75,8 @@ class OutboxSender:
         )
         return SendResult(recipients=accepted, limiter_wait=waited)
 
-    async def check(self) -> None:
-        """Raise `OSError` unless the outbox directory is writable."""
+    async def probe(self) -> None:
+        """Raise `OSError` unless the outbox directory is writable (readiness)."""
         if not os.access(self.directory, os.W_OK | os.X_OK):
             message = f"outbox {self.directory} is not writable"
             raise PermissionError(message)

@@ -8,8 +8,7 @@ import pytest
 
 from relay.outbox import OutboxSender
 from ses_core.errors import DailyQuotaExhausted, RateLimiterUnavailable, RateLimitTimeout
-from ses_core.smtp.client import OutboundMessage
-from ses_core.smtp.results import Outcome, ReplyClass
+from ses_core.smtp import OutboundMessage, Outcome, ReplyClass
 
 MESSAGE = OutboundMessage(
     sender="app@example.com",
@@ -45,14 +44,14 @@ async def test_writes_one_eml_with_envelope_headers(tmp_path: Path) -> None:
         b"Return-Path: <app@example.com>\r\nX-Original-To: a@example.org\r\n"
         b"X-Original-To: b@example.org\r\nSubject: hi\r\n\r\nbody\r\n"
     )
-    await sender.check()
+    await sender.probe()
     await sender.aclose()
 
 
 @pytest.mark.parametrize(
     ("error", "code", "reply_class"),
     [
-        (RateLimitTimeout("slow", 30.0), 451, ReplyClass.THROTTLED),
+        (RateLimitTimeout("slow", 30.0), 451, ReplyClass.RATE_LIMITED),
         (RateLimiterUnavailable("redis down"), 451, ReplyClass.TRANSIENT),
         (DailyQuotaExhausted("quota"), 454, ReplyClass.DAILY_QUOTA),
     ],
@@ -78,4 +77,4 @@ async def test_disk_failure_defers_when_path_is_a_file(tmp_path: Path) -> None:
     assert {(r.outcome, r.code) for r in result.recipients} == {(Outcome.DEFERRED, 451)}
     assert result.recipients[0].text.startswith("4.3.0")
     with pytest.raises(PermissionError):
-        await sender.check()
+        await sender.probe()

@@ -1,80 +1,177 @@
-"""The one wiring point: build the relay's collaborators (limiter, sender, blacklist, AUTH) from
-its configuration, and close them in order. Everything else receives them ready-made, so tests
-can hand the server fakes instead."""
+"""The one place where the relay's configuration turns into objects.
+
+`build_components(config)` makes the collaborators (limiter, sender, blacklist, AUTH sources,
+TLS context, readiness probes); one `AsyncExitStack` owns everything among them that must be
+closed (connection pools, Redis clients, the SES quota poller, the blacklist store and the
+threads that read it) and closes it last-in, first-out. `build_handler` and
+`build_session_policy` make the SMTP handler and the sessions' policy from the configuration and
+those components. Everything else receives its objects ready-made, so tests can hand the server
+fakes instead.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import ssl
 from collections.abc import Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import attrs
 
-from relay.auth import AuthThrottle, CredentialChecker, DynamoDBApiKeys
+from relay.access import AccessPolicy
+from relay.auth import AuthThrottle, CredentialVerifier, DynamoDBApiKeys
 from relay.config import ConfigError, RelayConfig
+from relay.handler import RelayHandler
 from relay.metrics import RelayMetrics
 from relay.outbox import OutboxSender
+from relay.session import OpenSessions, SessionPolicy
+from relay.session_auth import SessionAuth
 from relay.tls import server_context
-from ses_core.blacklist.model import Blacklist
-from ses_core.ratelimit.local import LocalRateLimiter, RateLimiter
-from ses_core.smtp.client import MessageSender, SesSmtpClient, SmtpSettings
+from ses_core.blacklist import BlacklistReader, CachedBlacklist
+from ses_core.ratelimit import LocalRateLimiter, RateLimiter
+from ses_core.smtp import MessageSender, SmtpSettings
 
 log = logging.getLogger(__name__)
 
 #: Rate used by `SES_RATE_LIMIT=auto` until SES answers: the sandbox rate, never too fast.
 AUTO_FALLBACK_RATE = 1.0
+#: Threads for blacklist lookups that block (DynamoDB), sized like boto3's connection pool: the
+#: loop's default executor is much smaller, so a slow table would cap RCPT throughput and queue
+#: outbox writes and API-key lookups behind them.
+LOOKUP_THREADS = 32
 
-ReadyCheck = Callable[[], Awaitable[None]]
-Closer = Callable[[], Awaitable[None]]
+Probe = Callable[[], Awaitable[None]]
+
+
+def _closing_sender(components: Components) -> contextlib.AsyncExitStack:
+    stack = contextlib.AsyncExitStack()
+    stack.push_async_callback(components.sender.aclose)
+    return stack
 
 
 @attrs.define
 class Components:
-    """What a relay runs with.
+    """What a relay runs with, and what closes it.
 
     Attributes:
         sender: delivers messages (pooled SES client, local outbox, or an SMTP URL).
         blacklist: recipients to refuse, or None when the blacklist is off.
-        credentials: AUTH checker (may have no source: AUTH off).
+        credentials: verifies AUTH credentials (may have no source: AUTH off).
         auth_throttle: per-peer AUTH failure delays and bans.
         on_daily_quota: called when SES says the daily quota is used up (the `auto` poller).
         tls_context: the listener's certificate, or None.
         metrics: the relay's metrics registry.
-        ready_checks: named probes for `/readyz`.
-        closers: called in reverse order on shutdown.
+        probes: named readiness probes for `/readyz`.
+        lookup_executor: threads for blacklist lookups that may block (None: the loop's default
+            executor).
+        resources: owns what must be closed; by default just the sender.
     """
 
     sender: MessageSender
-    blacklist: Blacklist | None = None
-    credentials: CredentialChecker = attrs.field(factory=CredentialChecker)
+    blacklist: BlacklistReader | None = None
+    credentials: CredentialVerifier = attrs.field(factory=CredentialVerifier)
     auth_throttle: AuthThrottle = attrs.field(factory=AuthThrottle)
     on_daily_quota: Callable[[], None] | None = None
     tls_context: ssl.SSLContext | None = None
     metrics: RelayMetrics = attrs.field(factory=RelayMetrics)
-    ready_checks: dict[str, ReadyCheck] = attrs.field(factory=dict)
-    closers: list[Closer] = attrs.field(factory=list)
+    probes: dict[str, Probe] = attrs.field(factory=dict)
+    lookup_executor: Executor | None = None
+    resources: contextlib.AsyncExitStack = attrs.field(
+        default=attrs.Factory(_closing_sender, takes_self=True)
+    )
 
     async def aclose(self) -> None:
-        """Close the sender and everything registered in `closers` (last in, first out)."""
-        for closer in reversed([self.sender.aclose, *self.closers]):
-            try:
-                await closer()
-            except (OSError, RuntimeError, ConnectionError) as exc:
-                # Shutdown continues past one failing close; the failure is logged in full.
-                log.warning("error while closing %r", closer, exc_info=exc)
+        """Close everything in `resources`, last in first out; a failing close is logged and the
+        others still run."""
+        try:
+            await self.resources.aclose()
+        except (OSError, RuntimeError, ConnectionError) as exc:
+            log.warning("error while closing the relay's resources", exc_info=exc)
+
+
+async def build_components(
+    config: RelayConfig, *, metrics: RelayMetrics | None = None
+) -> Components:
+    """Build everything `config` asks for (see the module docstring)."""
+    metrics = metrics or RelayMetrics()
+    probes: dict[str, Probe] = {}
+    tls_context = None
+    if config.tls_cert_path is not None and config.tls_key_path is not None:
+        tls_context = server_context(config.tls_cert_path, config.tls_key_path)
+    async with contextlib.AsyncExitStack() as stack:
+        limiter, on_daily_quota = await build_limiter(config, stack, probes)
+        blacklist = build_blacklist(config, stack, probes)
+        lookup_executor = None
+        if blacklist is not None:
+            lookup_executor = ThreadPoolExecutor(
+                LOOKUP_THREADS, thread_name_prefix="blacklist-lookup"
+            )
+            stack.callback(lookup_executor.shutdown, wait=False, cancel_futures=True)
+            cache = blacklist
+            metrics.watch_cache(lambda: cache.stats)
+        credentials = CredentialVerifier(
+            users=config.auth_users,
+            api_keys=_api_keys(config, probes),
+            cache_ttl=config.auth_cache_ttl,
+        )
+        sender = await _build_sender(config, stack, limiter, metrics)
+        probes["upstream"] = sender.probe
+        components = Components(
+            sender=sender,
+            blacklist=blacklist,
+            credentials=credentials,
+            on_daily_quota=on_daily_quota,
+            tls_context=tls_context,
+            metrics=metrics,
+            probes=probes,
+            lookup_executor=lookup_executor,
+            resources=stack.pop_all(),  # built: from here on the components own it all
+        )
+    return components
+
+
+def build_handler(config: RelayConfig, components: Components) -> RelayHandler:
+    """The SMTP transaction handler (MAIL, RCPT, DATA) for `config`."""
+    return RelayHandler(
+        sender=components.sender,
+        blacklist=components.blacklist,
+        policy=AccessPolicy.from_config(config),
+        metrics=components.metrics,
+        max_wait=config.max_wait,
+        max_recipients=config.max_recipients,
+        blacklist_drop=config.blacklist_drop,
+        on_daily_quota=components.on_daily_quota,
+        lookup_executor=components.lookup_executor,
+    )
+
+
+def build_session_policy(
+    config: RelayConfig, components: Components, sessions: OpenSessions
+) -> SessionPolicy:
+    """What every client session runs with, for `config`."""
+    return SessionPolicy(
+        hostname=config.server_fqdn,
+        starttls_context=None if config.implicit_tls else components.tls_context,
+        max_message_size=config.max_message_size,
+        idle_timeout=config.session_timeout,
+        auth_required=config.auth_required,
+        junk_command_limit=config.junk_command_limit,
+        access=AccessPolicy.from_config(config),
+        auth=SessionAuth(components.credentials, components.auth_throttle, components.metrics),
+        metrics=components.metrics,
+        sessions=sessions,
+    )
 
 
 async def build_limiter(
-    config: RelayConfig,
-    closers: list[Closer],
-    checks: dict[str, ReadyCheck],
-    hooks: dict[str, Callable[[], None]] | None = None,
-) -> RateLimiter:
-    """The send-rate limiter: Redis-shared when REDIS_URL is set, SES-driven when `auto`."""
+    config: RelayConfig, stack: contextlib.AsyncExitStack, probes: dict[str, Probe]
+) -> tuple[RateLimiter, Callable[[], None] | None]:
+    """The send-rate limiter (Redis-shared when REDIS_URL is set, SES-driven when `auto`) and,
+    with `auto`, the hook that tells it SES reported the daily quota used up."""
     rate = config.rate_limit if config.rate_limit is not None else AUTO_FALLBACK_RATE
     limiter: Any
     if config.redis_url:
@@ -90,40 +187,42 @@ async def build_limiter(
             burst=config.rate_burst,
             on_unavailable=policy,
         )
-        closers.append(limiter.aclose)
-        import redis.asyncio
-
-        probe = redis.asyncio.Redis.from_url(
-            config.redis_url, socket_timeout=1.0, socket_connect_timeout=1.0
-        )
-        closers.append(probe.aclose)
-
-        async def redis_ready() -> None:
-            await probe.ping()
-
-        checks["redis"] = redis_ready
+        stack.push_async_callback(limiter.aclose)
+        probes["redis"] = _redis_probe(config.redis_url, stack)
     else:
         limiter = LocalRateLimiter(rate, config.rate_burst)
-    if config.rate_limit is None:
-        from ses_core.ratelimit.ses_quota import QuotaGuardedLimiter, SendQuotaPoller
+    if config.rate_limit is not None:
+        return limiter, None
+    from ses_core.ratelimit.ses_quota import QuotaGuardedLimiter, SendQuotaPoller
 
-        poller = SendQuotaPoller(
-            limiter,
-            fallback_rate=AUTO_FALLBACK_RATE,
-            sesv2_client=aws_client("sesv2"),
-            ses_client=aws_client("ses"),
-        )
-        await poller.start()
-        closers.append(poller.stop)
-        if hooks is not None:
-            hooks["on_daily_quota"] = poller.report_exhausted
-        limiter = QuotaGuardedLimiter(limiter, poller)
-        log.info(
-            "SES_RATE_LIMIT=auto: rate %.2f/s from SES (fallback %.1f/s)",
-            limiter.rate,
-            AUTO_FALLBACK_RATE,
-        )
-    return limiter
+    poller = SendQuotaPoller(
+        limiter,
+        fallback_rate=AUTO_FALLBACK_RATE,
+        sesv2_client=aws_client("sesv2"),
+        ses_client=aws_client("ses"),
+    )
+    await poller.start()
+    stack.push_async_callback(poller.stop)
+    guarded = QuotaGuardedLimiter(limiter, poller)
+    log.info(
+        "SES_RATE_LIMIT=auto: rate %.2f/s from SES (fallback %.1f/s)",
+        guarded.rate,
+        AUTO_FALLBACK_RATE,
+    )
+    return guarded, poller.report_exhausted
+
+
+def _redis_probe(url: str, stack: contextlib.AsyncExitStack) -> Probe:
+    """A PING on a client of its own, with short timeouts (the limiter's may wait longer)."""
+    import redis.asyncio
+
+    client = redis.asyncio.Redis.from_url(url, socket_timeout=1.0, socket_connect_timeout=1.0)
+    stack.push_async_callback(client.aclose)
+
+    async def redis_ready() -> None:
+        await client.ping()
+
+    return redis_ready
 
 
 def aws_client(service: str) -> Any:
@@ -136,6 +235,92 @@ def aws_client(service: str) -> Any:
     except botocore.exceptions.NoRegionError:
         message = f"AWS_DEFAULT_REGION: no AWS region configured (needed for {service})"
         raise ConfigError(message) from None
+
+
+def build_blacklist(
+    config: RelayConfig, stack: contextlib.AsyncExitStack, probes: dict[str, Probe]
+) -> CachedBlacklist | None:
+    """SQLite when RELAY_BLACKLIST_SQLITE (or local mode), DynamoDB with USE_BLACKLIST; cached."""
+    inner: Any
+    if config.blacklist_sqlite is not None:
+        from ses_core.blacklist.sqlite import SqliteBlacklist
+
+        inner = SqliteBlacklist(config.blacklist_sqlite)
+        stack.callback(inner.close)
+    elif config.use_blacklist and config.dynamodb_table:
+        from ses_core.blacklist.dynamodb import DynamoDBBlacklist
+
+        try:
+            inner = DynamoDBBlacklist.from_table_name(config.dynamodb_table)
+        except ValueError:
+            message = "AWS_DEFAULT_REGION: no AWS region configured (needed for DYNAMODB_TABLE)"
+            raise ConfigError(message) from None
+        probes["dynamodb"] = _dynamodb_probe(inner, stack)
+    else:
+        return None
+    return CachedBlacklist(
+        inner,
+        positive_ttl=config.blacklist_cache_blacklisted_ttl,
+        negative_ttl=config.blacklist_cache_ttl,
+        max_entries=config.blacklist_cache_max_entries,
+    )
+
+
+def _dynamodb_probe(table: Any, stack: contextlib.AsyncExitStack) -> Probe:
+    """A lookup on a thread of its own: queued behind RCPT lookups it would time out whenever
+    DynamoDB is merely slow, and /readyz would then take every replica out of service."""
+    executor = ThreadPoolExecutor(1, thread_name_prefix="dynamodb-probe")
+    stack.callback(executor.shutdown, wait=False, cancel_futures=True)
+    # example.com, not .invalid: the address parser refuses special-use domains.
+    address = ["readiness-probe@example.com"]
+
+    async def dynamodb_ready() -> None:
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(executor, table.lookup_many, address)
+
+    return dynamodb_ready
+
+
+def _api_keys(config: RelayConfig, probes: dict[str, Probe]) -> DynamoDBApiKeys | None:
+    """The DynamoDB API-key table with USE_APIKEY, else None."""
+    if not (config.use_apikey and config.api_keys_table):
+        return None
+    keys = DynamoDBApiKeys(config.api_keys_table, client=aws_client("dynamodb"))
+
+    async def api_keys_ready() -> None:
+        await asyncio.to_thread(keys.probe)
+
+    probes["api_keys"] = api_keys_ready
+    return keys
+
+
+async def _build_sender(
+    config: RelayConfig,
+    stack: contextlib.AsyncExitStack,
+    limiter: RateLimiter,
+    metrics: RelayMetrics,
+) -> MessageSender:
+    """The local outbox, or the pooled SMTP client (to SES, or to RELAY_LOCAL_SMTP_URL)."""
+    if config.local_mode and config.local_smtp_url is None:
+        outbox = OutboxSender(config.local_outbox, limiter=limiter)
+        stack.push_async_callback(outbox.aclose)
+        log.info(
+            "LOCAL MODE: no AWS_SMTP_HOST, messages are written to %s (no AWS needed)",
+            outbox.directory.resolve(),
+        )
+        return outbox
+    from ses_core.smtp.client import SesSmtpClient
+
+    settings = (
+        smtp_settings_from_url(config.local_smtp_url, config)
+        if config.local_mode and config.local_smtp_url is not None
+        else upstream_settings(config)
+    )
+    if config.local_mode:
+        log.info("LOCAL MODE: no AWS_SMTP_HOST, messages go to %s:%d", settings.host, settings.port)
+    client = await stack.enter_async_context(SesSmtpClient(settings, limiter=limiter))
+    metrics.watch_pool(lambda: client.stats)
+    return client
 
 
 def smtp_settings_from_url(url: str, config: RelayConfig) -> SmtpSettings:
@@ -170,123 +355,4 @@ def upstream_settings(config: RelayConfig) -> SmtpSettings:
         timeout=config.upstream_timeout,
         ca_file=config.upstream_ca_file,
         local_hostname=config.server_fqdn,
-    )
-
-
-def build_blacklist(
-    config: RelayConfig, closers: list[Closer], checks: dict[str, ReadyCheck]
-) -> Blacklist | None:
-    """SQLite when RELAY_BLACKLIST_SQLITE (or local mode), DynamoDB with USE_BLACKLIST; cached."""
-    from ses_core.blacklist.cache import CachedBlacklist
-
-    inner: Any
-    if config.blacklist_sqlite is not None:
-        from ses_core.blacklist.sqlite import SqliteBlacklist
-
-        inner = SqliteBlacklist(config.blacklist_sqlite)
-
-        async def close_sqlite() -> None:
-            inner.close()
-
-        closers.append(close_sqlite)
-    elif config.use_blacklist and config.dynamodb_table:
-        from ses_core.blacklist.dynamodb import DynamoDBBlacklist
-
-        try:
-            inner = DynamoDBBlacklist.from_table_name(config.dynamodb_table)
-        except ValueError:
-            message = "AWS_DEFAULT_REGION: no AWS region configured (needed for DYNAMODB_TABLE)"
-            raise ConfigError(message) from None
-        probe = inner
-        # The probe gets its own thread: queued behind RCPT lookups in the loop's small default
-        # executor, it would time out whenever DynamoDB is merely slow, and /readyz would then
-        # take every replica out of service for a slowdown.
-        probe_executor = ThreadPoolExecutor(1, thread_name_prefix="dynamodb-probe")
-
-        async def dynamodb_ready() -> None:
-            # example.com, not .invalid: the address parser refuses special-use domains.
-            address = ["readiness-probe@example.com"]
-            loop = asyncio.get_running_loop()
-            await loop.run_in_executor(probe_executor, probe.lookup_many, address)
-
-        async def close_probe() -> None:
-            probe_executor.shutdown(wait=False, cancel_futures=True)
-
-        checks["dynamodb"] = dynamodb_ready
-        closers.append(close_probe)
-    else:
-        return None
-    return CachedBlacklist(
-        inner,
-        positive_ttl=config.blacklist_cache_blacklisted_ttl,
-        negative_ttl=config.blacklist_cache_ttl,
-        max_entries=config.blacklist_cache_max_entries,
-    )
-
-
-async def build_components(
-    config: RelayConfig, *, metrics: RelayMetrics | None = None
-) -> Components:
-    """Build everything `config` asks for (see the module docstring)."""
-    metrics = metrics or RelayMetrics()
-    closers: list[Closer] = []
-    checks: dict[str, ReadyCheck] = {}
-    tls_context = None
-    if config.tls_cert_path is not None and config.tls_key_path is not None:
-        tls_context = server_context(config.tls_cert_path, config.tls_key_path)
-    try:
-        hooks: dict[str, Callable[[], None]] = {}
-        limiter = await build_limiter(config, closers, checks, hooks)
-        blacklist = build_blacklist(config, closers, checks)
-        api_keys = None
-        if config.use_apikey and config.api_keys_table:
-            api_keys = DynamoDBApiKeys(config.api_keys_table, client=aws_client("dynamodb"))
-            key_store = api_keys
-
-            async def api_keys_ready() -> None:
-                await asyncio.to_thread(key_store.check)
-
-            checks["api_keys"] = api_keys_ready
-        credentials = CredentialChecker(
-            users=config.auth_users, api_keys=api_keys, cache_ttl=config.auth_cache_ttl
-        )
-        sender: Any
-        if config.local_mode and config.local_smtp_url is None:
-            sender = OutboxSender(config.local_outbox, limiter=limiter)
-            log.info(
-                "LOCAL MODE: no AWS_SMTP_HOST, messages are written to %s (no AWS needed)",
-                sender.directory.resolve(),
-            )
-        else:
-            settings = (
-                smtp_settings_from_url(config.local_smtp_url, config)
-                if config.local_mode and config.local_smtp_url is not None
-                else upstream_settings(config)
-            )
-            if config.local_mode:
-                log.info(
-                    "LOCAL MODE: no AWS_SMTP_HOST, messages go to %s:%d",
-                    settings.host,
-                    settings.port,
-                )
-            sender = SesSmtpClient(settings, limiter=limiter)
-            await sender.__aenter__()
-            metrics.watch_pool(lambda: sender.stats)
-        checks["upstream"] = sender.check
-    except BaseException:
-        for closer in reversed(closers):
-            await closer()
-        raise
-    if blacklist is not None and hasattr(blacklist, "stats"):
-        cached = blacklist
-        metrics.watch_cache(lambda: cached.stats)
-    return Components(
-        sender=sender,
-        blacklist=blacklist,
-        credentials=credentials,
-        tls_context=tls_context,
-        metrics=metrics,
-        ready_checks=checks,
-        closers=closers,
-        on_daily_quota=hooks.get("on_daily_quota"),
     )

@@ -1,4 +1,4 @@
-"""Unit tests for relay.wiring: what each configuration builds."""
+"""Unit tests for relay.wiring: what each configuration builds, and that it all gets closed."""
 
 from __future__ import annotations
 
@@ -8,8 +8,15 @@ import pytest
 
 from relay.config import ConfigError, RelayConfig
 from relay.outbox import OutboxSender
-from relay.wiring import build_components, smtp_settings_from_url
-from ses_core.blacklist.cache import CachedBlacklist
+from relay.session import OpenSessions
+from relay.wiring import (
+    Components,
+    build_components,
+    build_handler,
+    build_session_policy,
+    smtp_settings_from_url,
+)
+from ses_core.blacklist import CachedBlacklist
 from ses_core.smtp.client import SesSmtpClient
 
 
@@ -25,16 +32,43 @@ def local(tmp_path: Path, **extra: str) -> RelayConfig:
 
 
 async def test_local_mode_builds_outbox_and_sqlite(tmp_path: Path) -> None:
-    """Local mode: outbox sender, cached SQLite blacklist, upstream readiness check, no AUTH."""
+    """Local mode: outbox sender, cached SQLite blacklist, upstream readiness probe, no AUTH."""
     parts = await build_components(local(tmp_path))
     try:
         assert isinstance(parts.sender, OutboxSender)
         assert isinstance(parts.blacklist, CachedBlacklist)
-        assert set(parts.ready_checks) == {"upstream"}
+        assert set(parts.probes) == {"upstream"}
         assert not parts.credentials.enabled and parts.tls_context is None
+        assert parts.lookup_executor is not None
     finally:
         await parts.aclose()
     assert (tmp_path / "bl.sqlite3").exists()
+
+
+async def test_closing_releases_the_lookup_threads(tmp_path: Path) -> None:
+    """After `aclose()` the blacklist lookup threads take no more work."""
+    parts = await build_components(local(tmp_path))
+    await parts.aclose()
+    assert parts.lookup_executor is not None
+    with pytest.raises(RuntimeError):
+        parts.lookup_executor.submit(print)
+
+
+async def test_blacklist_cache_settings_reach_the_cache(tmp_path: Path) -> None:
+    """Both TTLs and the size bound are read from the environment and given to the cache."""
+    config = local(
+        tmp_path,
+        RELAY_BLACKLIST_CACHE_TTL="5",
+        RELAY_BLACKLIST_CACHE_BLACKLISTED_TTL="42.5",
+        RELAY_BLACKLIST_CACHE_MAX_ENTRIES="1234",
+    )
+    parts = await build_components(config)
+    try:
+        cache = parts.blacklist
+        assert isinstance(cache, CachedBlacklist)
+        assert (cache.positive_ttl, cache.negative_ttl, cache.max_entries) == (42.5, 5.0, 1234)
+    finally:
+        await parts.aclose()
 
 
 async def test_local_smtp_url_uses_the_pooled_client(tmp_path: Path) -> None:
@@ -44,6 +78,37 @@ async def test_local_smtp_url_uses_the_pooled_client(tmp_path: Path) -> None:
         assert isinstance(parts.sender, SesSmtpClient)
     finally:
         await parts.aclose()
+
+
+async def test_hand_made_components_close_their_sender(tmp_path: Path) -> None:
+    """Components built by hand (tests) close just the sender they were given."""
+    closed: list[str] = []
+
+    class Sender(OutboxSender):
+        async def aclose(self) -> None:
+            closed.append("sender")
+
+    parts = Components(sender=Sender(tmp_path))
+    await parts.aclose()
+    assert closed == ["sender"]
+
+
+def test_handler_and_session_policy_follow_the_config(tmp_path: Path) -> None:
+    """The handler and the session policy get the configured limits and the components."""
+    config = RelayConfig(
+        max_recipients=7, max_message_size=4096, session_timeout=9.0, junk_command_limit=3
+    )
+    parts = Components(sender=OutboxSender(tmp_path))
+    handler = build_handler(config, parts)
+    assert (handler.max_recipients, handler.sender) == (7, parts.sender)
+    sessions = OpenSessions(parts.metrics.sessions)
+    policy = build_session_policy(config, parts, sessions)
+    assert (policy.max_message_size, policy.idle_timeout, policy.junk_command_limit) == (
+        4096,
+        9.0,
+        3,
+    )
+    assert policy.sessions is sessions and not policy.auth.enabled
 
 
 def test_smtp_url_parsing() -> None:

@@ -26,8 +26,8 @@ from moto import mock_aws
 
 from blacklist_lambda.config import LambdaConfig
 from blacklist_lambda.handler import Handler, make_handler
+from ses_core.blacklist import BlacklistEntry, BlacklistEvent, OccurrenceResult
 from ses_core.blacklist.dynamodb import DynamoDBBlacklist
-from ses_core.blacklist.model import BlacklistEntry, BlacklistEvent, OccurrenceResult
 from ses_core.errors import BlacklistUnavailable
 from ses_core.testing import feedback_docs as fx
 from ses_core.testing.blacklists import DelegatingBlacklist

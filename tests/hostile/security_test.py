@@ -29,48 +29,34 @@ import pytest
 from relay.auth import AuthThrottle
 from relay.config import ConfigError, RelayConfig
 from relay.wiring import Components
-from ses_core.testing.upstream import SmtpUpstream, ThreadedUpstream
 from ses_core.testing.certs import TestCertificates
+from ses_core.testing.upstream import DEFAULT_CREDENTIALS, SmtpUpstream
 from tests.hostile.relays import (
     RELAY_PASSWORD,
     RELAY_USER,
-    UPSTREAM_PASSWORD,
-    UPSTREAM_USER,
-    RelayProcess,
-    ThreadedRelay,
     poll,
     relay_environ,
     send_normally,
     unique_message,
 )
 from tests.hostile.wire import ConnectionClosed, WireClient
+from tests.support.relay_harness import RelayProcess, ThreadedRelay
+
+UPSTREAM_USER, UPSTREAM_PASSWORD = DEFAULT_CREDENTIALS
 
 VALID_PLAIN = base64.b64encode(f"\0{RELAY_USER}\0{RELAY_PASSWORD}".encode())
 
 
-@pytest.fixture(scope="module")
-def certs(tmp_path_factory: pytest.TempPathFactory) -> TestCertificates:
-    """A private CA and a certificate for localhost/127.0.0.1 (relay and upstream share it)."""
-    return TestCertificates.create(str(tmp_path_factory.mktemp("tls")))
-
-
-@pytest.fixture(scope="module")
-def upstream(certs: TestCertificates) -> Iterator[SmtpUpstream]:
-    """The SES stand-in (STARTTLS + AUTH) on its own loop and thread."""
-    with ThreadedUpstream(SmtpUpstream(certs.server_context())) as server:
-        yield server
-
-
 @contextlib.contextmanager
 def threaded_relay(
-    certs: TestCertificates,
+    certificates: TestCertificates,
     upstream: SmtpUpstream,
     *,
     throttle: AuthThrottle | None = None,
     **extra: str,
 ) -> Iterator[ThreadedRelay]:
     """A relay in a thread, configured through its environment variables."""
-    config = RelayConfig.from_environ(relay_environ(certs, upstream, **extra))
+    config = RelayConfig.from_environ(relay_environ(certificates, upstream, **extra))
 
     def adjust(components: Components) -> None:
         if throttle is not None:
@@ -104,11 +90,13 @@ def tls_session(port: int, ca_file: str) -> WireClient:
 
 
 def test_client_outside_the_allowed_networks_cannot_relay(
-    certs: TestCertificates, upstream: SmtpUpstream
+    certificates: TestCertificates, threaded_upstream: SmtpUpstream
 ) -> None:
     """A peer outside RELAY_ALLOWED_NETWORKS gets 554 and is disconnected, whatever it sends."""
-    before = upstream.accepted
-    with threaded_relay(certs, upstream, RELAY_ALLOWED_NETWORKS="10.0.0.0/8") as relay:
+    before = threaded_upstream.accepted
+    with threaded_relay(
+        certificates, threaded_upstream, RELAY_ALLOWED_NETWORKS="10.0.0.0/8"
+    ) as relay:
         assert listening_addresses(relay.port) == {"127.0.0.1"}
         with WireClient(relay.port) as client:
             with contextlib.suppress(ConnectionClosed):
@@ -122,15 +110,17 @@ def test_client_outside_the_allowed_networks_cannot_relay(
             replies = client.read_until_closed()
         assert [r.code for r in replies] == [554]
         assert relay.alive
-    assert upstream.accepted == before
+    assert threaded_upstream.accepted == before
 
 
 def test_unauthenticated_client_cannot_relay_when_auth_is_required(
-    certs: TestCertificates, upstream: SmtpUpstream
+    certificates: TestCertificates, threaded_upstream: SmtpUpstream
 ) -> None:
     """With AUTH required, MAIL/RCPT/DATA are refused before AUTH, in clear and under TLS."""
-    before = upstream.accepted
-    with threaded_relay(certs, upstream, RELAY_ALLOWED_NETWORKS="127.0.0.0/8") as relay:
+    before = threaded_upstream.accepted
+    with threaded_relay(
+        certificates, threaded_upstream, RELAY_ALLOWED_NETWORKS="127.0.0.0/8"
+    ) as relay:
         with WireClient(relay.port) as client:
             assert client.read_reply().code == 220
             assert client.command(b"EHLO client.example").code == 250
@@ -138,21 +128,21 @@ def test_unauthenticated_client_cannot_relay_when_auth_is_required(
             assert client.command(b"MAIL FROM:<app@example.com>").code == 530
             assert client.command(b"RCPT TO:<you@example.org>").code in {503, 530}
             assert client.command(b"DATA").code in {503, 530}
-        with tls_session(relay.port, certs.ca_file) as client:
+        with tls_session(relay.port, certificates.ca_file) as client:
             assert client.command(b"MAIL FROM:<app@example.com>").code == 530
             assert client.command(b"RCPT TO:<you@example.org>").code in {503, 530}
             assert client.command(b"DATA").code in {503, 530}
             assert client.command(b"AUTH PLAIN " + VALID_PLAIN).code == 235
             assert client.command(b"MAIL FROM:<app@example.com>").code == 250
         assert relay.alive
-    assert upstream.accepted == before
+    assert threaded_upstream.accepted == before
 
 
 def test_auth_is_neither_offered_nor_accepted_before_tls(
-    certs: TestCertificates, upstream: SmtpUpstream
+    certificates: TestCertificates, threaded_upstream: SmtpUpstream
 ) -> None:
     """In clear, EHLO does not list AUTH and valid credentials are refused (538/530)."""
-    with threaded_relay(certs, upstream) as relay:
+    with threaded_relay(certificates, threaded_upstream) as relay:
         with WireClient(relay.port) as client:
             assert client.read_reply().code == 220
             ehlo = client.command(b"EHLO client.example")
@@ -162,18 +152,18 @@ def test_auth_is_neither_offered_nor_accepted_before_tls(
             assert client.command(b"AUTH LOGIN").code in {530, 538}
             assert client.command(b"AUTH PLAIN").code in {530, 538}
             assert client.command(b"MAIL FROM:<app@example.com>").code == 530
-        with tls_session(relay.port, certs.ca_file) as client:
+        with tls_session(relay.port, certificates.ca_file) as client:
             assert client.command(b"AUTH PLAIN " + VALID_PLAIN).code == 235
         # No failure was counted for the refused clear-text attempts: nothing was checked.
         assert relay.server is not None
-        assert not relay.server.throttle.banned("127.0.0.1")
+        assert not relay.server.components.auth_throttle.banned("127.0.0.1")
 
 
 def test_auth_without_a_certificate_is_a_configuration_error(
-    certs: TestCertificates, upstream: SmtpUpstream
+    certificates: TestCertificates, threaded_upstream: SmtpUpstream
 ) -> None:
     """AUTH users without SSL_CERT_PATH stop the relay at start-up (no clear-text AUTH ever)."""
-    environ = relay_environ(certs, upstream)
+    environ = relay_environ(certificates, threaded_upstream)
     del environ["SSL_CERT_PATH"], environ["SSL_KEY_PATH"]
     with pytest.raises(ConfigError, match="SSL_CERT_PATH"):
         RelayConfig.from_environ(environ)
@@ -184,21 +174,23 @@ def test_auth_without_a_certificate_is_a_configuration_error(
 
 @pytest.mark.parametrize("log_format", ["json", "text"])
 def test_logs_never_contain_credentials_or_message_bodies(
-    certs: TestCertificates, upstream: SmtpUpstream, tmp_path: Path, log_format: str
+    certificates: TestCertificates, threaded_upstream: SmtpUpstream, tmp_path: Path, log_format: str
 ) -> None:
     """A DEBUG-level run with PLAIN, LOGIN, failed and clear-text AUTH logs no secret or body."""
     wrong_password = "Wrong-Pass-c4n4ry-91b2"
     body_canary = "BODY-CANARY-5e0d2f7a"
     subject_canary = "SUBJECT-CANARY-a81c"
     garbage_canary = b"R2FyYmFnZUNhbmFyeQ=="
-    environ = relay_environ(certs, upstream, RELAY_LOG_LEVEL="DEBUG", RELAY_LOG_FORMAT=log_format)
-    before = len(upstream.messages)
-    with RelayProcess(environ, tmp_path / "relay.log") as relay:
+    environ = relay_environ(
+        certificates, threaded_upstream, RELAY_LOG_LEVEL="DEBUG", RELAY_LOG_FORMAT=log_format
+    )
+    before = len(threaded_upstream.messages)
+    with RelayProcess(environ, log_path=tmp_path / "relay.log") as relay:
         with WireClient(relay.port) as client:  # clear text: refused, must not be logged either
             client.read_reply()
             client.command(b"EHLO client.example")
             assert client.command(b"AUTH PLAIN " + VALID_PLAIN).code in {530, 538}
-        with tls_session(relay.port, certs.ca_file) as client:
+        with tls_session(relay.port, certificates.ca_file) as client:
             wrong = base64.b64encode(f"\0{RELAY_USER}\0{wrong_password}".encode())
             assert client.command(b"AUTH PLAIN " + wrong).code == 535
             assert client.command(b"AUTH PLAIN " + garbage_canary + b"!").code == 501
@@ -212,17 +204,20 @@ def test_logs_never_contain_credentials_or_message_bodies(
             assert client.command(b"DATA").code == 354
             client.send(message + b".\r\n")
             assert client.read_reply().code == 250
-        with tls_session(relay.port, certs.ca_file) as client:
+        with tls_session(relay.port, certificates.ca_file) as client:
             assert client.command(b"AUTH LOGIN").code == 334
             assert client.command(base64.b64encode(RELAY_USER.encode())).code == 334
             assert client.command(base64.b64encode(RELAY_PASSWORD.encode())).code == 235
         send_normally(
-            relay.port, upstream, login=(RELAY_USER, RELAY_PASSWORD), ca_file=certs.ca_file
+            relay.port,
+            threaded_upstream,
+            login=(RELAY_USER, RELAY_PASSWORD),
+            ca_file=certificates.ca_file,
         )
         assert relay.stop() == 0
         log = relay.log_text()
-    assert len(upstream.messages) == before + 2
-    assert body_canary.encode() in upstream.messages[before].data  # the canary did travel
+    assert len(threaded_upstream.messages) == before + 2
+    assert body_canary.encode() in threaded_upstream.messages[before].data  # the canary did travel
     # The capture works: it holds the transaction line and the failed AUTH warning.
     assert "accepted" in log and "AUTH failed from 127.0.0.1" in log, log[-3000:]
     secrets = {
@@ -249,20 +244,22 @@ def test_logs_never_contain_credentials_or_message_bodies(
 
 
 def test_failed_auth_attempts_are_slowed_then_cut_off(
-    certs: TestCertificates, upstream: SmtpUpstream
+    certificates: TestCertificates, threaded_upstream: SmtpUpstream
 ) -> None:
     """Each failure waits twice as long as the last; the 4th ends with 421 and a ban that holds
     across connections, even for the right password."""
     throttle = AuthThrottle(max_failures=4, base_delay=0.1, max_delay=2.0, ban_seconds=60.0)
     wrong = base64.b64encode(f"\0{RELAY_USER}\0not-the-password".encode())
-    with threaded_relay(certs, upstream, throttle=throttle) as relay:
+    with threaded_relay(certificates, threaded_upstream, throttle=throttle) as relay:
         timings: list[float] = []
-        with tls_session(relay.port, certs.ca_file) as client:
+        with tls_session(relay.port, certificates.ca_file) as client:
             for _ in range(2):
                 started = time.monotonic()
                 assert client.command(b"AUTH PLAIN " + wrong).code == 535
                 timings.append(time.monotonic() - started)
-        with tls_session(relay.port, certs.ca_file) as client:  # a new connection: same count
+        with tls_session(
+            relay.port, certificates.ca_file
+        ) as client:  # a new connection: same count
             started = time.monotonic()
             assert client.command(b"AUTH PLAIN " + wrong).code == 535
             timings.append(time.monotonic() - started)
@@ -277,26 +274,26 @@ def test_failed_auth_attempts_are_slowed_then_cut_off(
         ):
             assert took >= expected * 0.9, f"failure {number} answered after {took:.3f}s"
         assert timings == sorted(timings)
-        with tls_session(relay.port, certs.ca_file) as client:
+        with tls_session(relay.port, certificates.ca_file) as client:
             assert client.command(b"AUTH PLAIN " + VALID_PLAIN).code == 421
             assert client.read_until_closed() == []
-        with tls_session(relay.port, certs.ca_file) as client:
+        with tls_session(relay.port, certificates.ca_file) as client:
             assert client.command(b"MAIL FROM:<app@example.com>").code == 530
         assert relay.alive
 
 
 def test_default_throttle_delays_a_failed_auth(
-    certs: TestCertificates, upstream: SmtpUpstream
+    certificates: TestCertificates, threaded_upstream: SmtpUpstream
 ) -> None:
     """The relay as wired for production (no injected throttle) delays the first failure."""
-    with threaded_relay(certs, upstream) as relay:
-        with tls_session(relay.port, certs.ca_file) as client:
+    with threaded_relay(certificates, threaded_upstream) as relay:
+        with tls_session(relay.port, certificates.ca_file) as client:
             wrong = base64.b64encode(f"\0{RELAY_USER}\0nope".encode())
             started = time.monotonic()
             assert client.command(b"AUTH PLAIN " + wrong).code == 535
             assert time.monotonic() - started >= 0.45
         assert relay.server is not None
-        assert relay.server.throttle.max_failures >= 1
+        assert relay.server.components.auth_throttle.max_failures >= 1
 
 
 # --- only the configured upstream ---------------------------------------------------------------
@@ -349,12 +346,14 @@ def foreign_connections(pid: int, relay_port: int, upstream_port: int) -> list[s
 
 
 def test_clients_cannot_make_the_relay_connect_anywhere_but_the_upstream(
-    certs: TestCertificates, upstream: SmtpUpstream, tmp_path: Path
+    certificates: TestCertificates, threaded_upstream: SmtpUpstream, tmp_path: Path
 ) -> None:
     """Recipients at any domain, IP literals, source routes, `%`/`!` hacks and XCLIENT-style
     commands only ever reach the configured upstream; no other connection is made."""
-    before = len(upstream.messages)
-    with Trap() as trap, RelayProcess(relay_environ(certs, upstream), tmp_path / "r.log") as relay:
+    before = len(threaded_upstream.messages)
+    with Trap() as trap, RelayProcess(
+        relay_environ(certificates, threaded_upstream), log_path=tmp_path / "r.log"
+    ) as relay:
         trap_host = f"127.0.0.1:{trap.port}"
         recipients = [
             "someone@gmail.com",
@@ -371,7 +370,7 @@ def test_clients_cannot_make_the_relay_connect_anywhere_but_the_upstream(
             f'"someone@[{trap_host}]"@example.org',
         ]
         accepted: list[str] = []
-        with tls_session(relay.port, certs.ca_file) as client:
+        with tls_session(relay.port, certificates.ca_file) as client:
             assert client.command(b"AUTH PLAIN " + VALID_PLAIN).code == 235
             with contextlib.suppress(ConnectionClosed):
                 client.send(
@@ -382,7 +381,7 @@ def test_clients_cannot_make_the_relay_connect_anywhere_but_the_upstream(
             replies = client.read_until_closed()
             # Unknown to the relay, all of them (aiosmtpd hangs up after five unknown commands).
             assert all(500 <= r.code < 600 for r in replies), replies
-        with tls_session(relay.port, certs.ca_file) as client:
+        with tls_session(relay.port, certificates.ca_file) as client:
             assert client.command(b"AUTH PLAIN " + VALID_PLAIN).code == 235
             mail = client.command(f"MAIL FROM:<@[{trap_host}]:app@example.com>".encode())
             if mail.code != 250:
@@ -396,24 +395,24 @@ def test_clients_cannot_make_the_relay_connect_anywhere_but_the_upstream(
             assert client.command(b"DATA").code == 354
             client.send(unique_message("routing") + b".\r\n")
             assert client.read_reply().code == 250
-            assert foreign_connections(relay.pid, relay.port, upstream.port) == []
+            assert foreign_connections(relay.pid, relay.port, threaded_upstream.port) == []
         assert poll(lambda: trap.connections > 0, 1.0) is False
-        assert foreign_connections(relay.pid, relay.port, upstream.port) == []
+        assert foreign_connections(relay.pid, relay.port, threaded_upstream.port) == []
         assert relay.alive
     expected = sorted(r.rsplit(":", 1)[1] if r.startswith("@") else r for r in accepted)
-    delivered = sorted(r for m in upstream.messages[before:] for r in m.recipients)
+    delivered = sorted(r for m in threaded_upstream.messages[before:] for r in m.recipients)
     assert delivered == expected
     assert trap.connections == 0
 
 
 def test_parallel_auth_guesses_are_cut_off_too(
-    certs: TestCertificates, upstream: SmtpUpstream
+    certificates: TestCertificates, threaded_upstream: SmtpUpstream
 ) -> None:
     """Guessing on 40 connections at once gets no more passwords checked than guessing on one:
     at most `max_failures` guesses are answered 535, the rest 421."""
     throttle = AuthThrottle(max_failures=4, base_delay=0.1, max_delay=0.4, ban_seconds=60.0)
-    with threaded_relay(certs, upstream, throttle=throttle) as relay:
-        clients = [tls_session(relay.port, certs.ca_file) for _ in range(40)]
+    with threaded_relay(certificates, threaded_upstream, throttle=throttle) as relay:
+        clients = [tls_session(relay.port, certificates.ca_file) for _ in range(40)]
         try:
             for number, client in enumerate(clients):
                 wrong = base64.b64encode(f"\0{RELAY_USER}\0guess-{number}".encode())

@@ -33,13 +33,11 @@ from hypothesis import strategies as st
 from relay.auth import AuthThrottle
 from relay.config import RelayConfig
 from relay.wiring import Components
-from ses_core.testing.upstream import SmtpUpstream, ThreadedUpstream
 from ses_core.testing.certs import TestCertificates
+from ses_core.testing.upstream import SmtpUpstream
 from tests.hostile.relays import (
     RELAY_PASSWORD,
     RELAY_USER,
-    RelayProcess,
-    ThreadedRelay,
     poll,
     raise_fd_limit,
     relay_environ,
@@ -54,6 +52,7 @@ from tests.hostile.wire import (
     WireClient,
     parse_replies,
 )
+from tests.support.relay_harness import RelayProcess, ThreadedRelay
 
 SESSION_TIMEOUT = 2.0
 MAX_SIZE = 65536
@@ -68,19 +67,6 @@ FUZZ_SETTINGS = settings(
 # --- fixtures ------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def certs(tmp_path_factory: pytest.TempPathFactory) -> TestCertificates:
-    """A private CA and a certificate for localhost/127.0.0.1 (relay and upstream share it)."""
-    return TestCertificates.create(str(tmp_path_factory.mktemp("tls")))
-
-
-@pytest.fixture(scope="module")
-def upstream(certs: TestCertificates) -> Iterator[SmtpUpstream]:
-    """The SES stand-in (STARTTLS + AUTH) on its own loop and thread."""
-    with ThreadedUpstream(SmtpUpstream(certs.server_context())) as server:
-        yield server
-
-
 def no_auth_delays(components: Components) -> None:
     """Swap in a throttle that neither delays nor bans (fuzzing fails AUTH a lot)."""
     components.auth_throttle = AuthThrottle(base_delay=0.0, max_delay=0.0, max_failures=10**9)
@@ -88,7 +74,7 @@ def no_auth_delays(components: Components) -> None:
 
 @contextlib.contextmanager
 def hostile_relay(
-    certs: TestCertificates, upstream: SmtpUpstream, **extra: str
+    certificates: TestCertificates, upstream: SmtpUpstream, **extra: str
 ) -> Iterator[ThreadedRelay]:
     """A relay with STARTTLS, optional AUTH, SIZE 64 KiB and a 2 s session timeout."""
     settings = {
@@ -97,15 +83,17 @@ def hostile_relay(
         "RELAY_MAX_MESSAGE_SIZE": str(MAX_SIZE),
     }
     settings.update(extra)
-    environ = relay_environ(certs, upstream, **settings)
+    environ = relay_environ(certificates, upstream, **settings)
     with ThreadedRelay(RelayConfig.from_environ(environ), adjust=no_auth_delays) as relay:
         yield relay
 
 
 @pytest.fixture(scope="module")
-def relay(certs: TestCertificates, upstream: SmtpUpstream) -> Iterator[ThreadedRelay]:
+def relay(
+    certificates: TestCertificates, threaded_upstream: SmtpUpstream
+) -> Iterator[ThreadedRelay]:
     """The relay shared by this module's tests."""
-    with hostile_relay(certs, upstream) as running:
+    with hostile_relay(certificates, threaded_upstream) as running:
         yield running
 
 
@@ -337,11 +325,14 @@ def run_session(port: int, steps: list[Step], ca_file: str) -> list[Reply]:
 @FUZZ_SETTINGS
 @given(steps=SESSIONS)
 def test_fuzzed_command_sessions_get_wellformed_replies(
-    relay: ThreadedRelay, upstream: SmtpUpstream, certs: TestCertificates, steps: list[Step]
+    relay: ThreadedRelay,
+    threaded_upstream: SmtpUpstream,
+    certificates: TestCertificates,
+    steps: list[Step],
 ) -> None:
     """Random command sequences with random arguments get only well-formed, leak-free replies."""
     with relay_errors() as errors:
-        run_session(relay.port, steps, certs.ca_file)
+        run_session(relay.port, steps, certificates.ca_file)
     assert relay.alive
     assert not errors.records, f"internal errors on hostile input: {errors.describe()}"
 
@@ -378,7 +369,7 @@ _FRAGMENTS = st.sampled_from(
 @FUZZ_SETTINGS
 @given(chunks=st.lists(st.one_of(_FRAGMENTS, st.binary(max_size=200)), min_size=1, max_size=25))
 def test_fuzzed_byte_streams_get_wellformed_replies(
-    relay: ThreadedRelay, upstream: SmtpUpstream, chunks: list[bytes]
+    relay: ThreadedRelay, threaded_upstream: SmtpUpstream, chunks: list[bytes]
 ) -> None:
     """Random bytes (bare CR/LF, NUL, long lines, pipelined commands) get well-formed replies."""
     with relay_errors() as errors:
@@ -391,9 +382,11 @@ def test_fuzzed_byte_streams_get_wellformed_replies(
     assert not errors.records, f"internal errors on hostile input: {errors.describe()}"
 
 
-def test_relay_serves_normally_after_fuzzing(relay: ThreadedRelay, upstream: SmtpUpstream) -> None:
+def test_relay_serves_normally_after_fuzzing(
+    relay: ThreadedRelay, threaded_upstream: SmtpUpstream
+) -> None:
     """After the fuzzed sessions above, the same relay still relays a normal message."""
-    assert_healthy(relay, upstream)
+    assert_healthy(relay, threaded_upstream)
 
 
 # --- named hostile inputs -------------------------------------------------------------------------
@@ -409,7 +402,7 @@ def greeted(port: int, *, ehlo: bool = True) -> WireClient:
 
 
 def test_lines_over_1000_bytes_are_refused_and_the_session_continues(
-    relay: ThreadedRelay, upstream: SmtpUpstream
+    relay: ThreadedRelay, threaded_upstream: SmtpUpstream
 ) -> None:
     """Command lines of 1,001 to 100,000 bytes get a 500, and the next command works."""
     with greeted(relay.port) as client:
@@ -418,11 +411,11 @@ def test_lines_over_1000_bytes_are_refused_and_the_session_continues(
             assert reply.code == 500, reply
         assert client.command(b"MAIL FROM:<" + b"a" * 2000 + b"@example.com>").code == 500
         assert client.command(b"NOOP").code == 250
-    assert_healthy(relay, upstream)
+    assert_healthy(relay, threaded_upstream)
 
 
 def test_bare_lf_bare_cr_and_nul_get_wellformed_replies(
-    relay: ThreadedRelay, upstream: SmtpUpstream
+    relay: ThreadedRelay, threaded_upstream: SmtpUpstream
 ) -> None:
     """Bare LF, bare CR and NUL inside commands never produce a malformed or leaking reply."""
     for stream in (
@@ -440,14 +433,14 @@ def test_bare_lf_bare_cr_and_nul_get_wellformed_replies(
             client.send(stream + b"QUIT\r\n")
             replies = client.read_until_closed()
             assert replies[-1].code == 221, (stream, replies)
-    assert_healthy(relay, upstream)
+    assert_healthy(relay, threaded_upstream)
 
 
 def test_bare_newline_dots_in_data_cannot_smuggle_a_second_message(
-    relay: ThreadedRelay, upstream: SmtpUpstream
+    relay: ThreadedRelay, threaded_upstream: SmtpUpstream
 ) -> None:
     """`\\n.\\n` and `\\r.\\r` inside DATA do not end the message upstream (no SMTP smuggling)."""
-    before = len(upstream.messages)
+    before = len(threaded_upstream.messages)
     marker = "smuggle-7d1f"
     body = (
         f"Subject: {marker}\r\n\r\nfirst\n.\nMAIL FROM:<evil@example.com>\nRCPT TO:<victim@"
@@ -460,15 +453,15 @@ def test_bare_newline_dots_in_data_cannot_smuggle_a_second_message(
         client.send(body + b"\r\n.\r\n")
         assert client.read_reply().code == 250
         assert client.command(b"QUIT").code == 221
-    new = upstream.messages[before:]
+    new = threaded_upstream.messages[before:]
     assert [m.recipients for m in new] == [("you@example.org",)]
     assert marker.encode() in new[0].data and b"second" in new[0].data
     assert b"third" in new[0].data
 
 
-def test_data_over_size_is_refused(relay: ThreadedRelay, upstream: SmtpUpstream) -> None:
+def test_data_over_size_is_refused(relay: ThreadedRelay, threaded_upstream: SmtpUpstream) -> None:
     """SIZE above the limit gets 552 at MAIL; a body above it gets 552 after DATA; nothing sent."""
-    before = upstream.accepted
+    before = threaded_upstream.accepted
     with greeted(relay.port) as client:
         reply = client.command(b"MAIL FROM:<app@example.com> SIZE=%d" % (MAX_SIZE + 1))
         assert reply.code == 552
@@ -479,16 +472,16 @@ def test_data_over_size_is_refused(relay: ThreadedRelay, upstream: SmtpUpstream)
         client.send(b"Subject: big\r\n\r\n" + line * (MAX_SIZE // len(line) + 5) + b".\r\n")
         assert client.read_reply().code == 552
         assert client.command(b"NOOP").code == 250
-    assert upstream.accepted == before
-    assert_healthy(relay, upstream)
+    assert threaded_upstream.accepted == before
+    assert_healthy(relay, threaded_upstream)
 
 
 def test_hostile_addresses_get_clean_answers_and_only_accepted_ones_are_sent(
-    relay: ThreadedRelay, upstream: SmtpUpstream
+    relay: ThreadedRelay, threaded_upstream: SmtpUpstream
 ) -> None:
     """Invalid, quoted, IDN, routed and enormous addresses: clean replies, exact delivery."""
     accepted: list[str] = []
-    before = len(upstream.messages)
+    before = len(threaded_upstream.messages)
     with greeted(relay.port) as client:
         for sender in HOSTILE_ADDRESSES:
             reply = client.command(b"MAIL FROM:<" + sender.encode() + b"> SMTPUTF8")
@@ -505,7 +498,7 @@ def test_hostile_addresses_get_clean_answers_and_only_accepted_ones_are_sent(
         assert client.command(b"DATA").code == 354
         client.send(b"Subject: addresses\r\n\r\nhello\r\n.\r\n")
         final = client.read_reply()
-    new = upstream.messages[before:]
+    new = threaded_upstream.messages[before:]
     delivered = [r for m in new for r in m.recipients]
     # aiosmtpd drops a source route (RFC 5321 section 4.1.1.3 lets a server ignore it).
     expected = [a.split(":", 1)[1] if a.startswith("@") else a for a in accepted]
@@ -514,11 +507,11 @@ def test_hostile_addresses_get_clean_answers_and_only_accepted_ones_are_sent(
     else:
         assert final.code in {451, 550, 553, 554}, final
         assert len(delivered) <= len(accepted)
-    assert_healthy(relay, upstream)
+    assert_healthy(relay, threaded_upstream)
 
 
 def test_paths_the_email_parser_chokes_on_get_a_permanent_refusal(
-    relay: ThreadedRelay, upstream: SmtpUpstream
+    relay: ThreadedRelay, threaded_upstream: SmtpUpstream
 ) -> None:
     """`a@` without angle brackets (which crashes Python's address parser) is a syntax error
     (5xx), not an internal error: a 451 would make the client retry a hopeless address."""
@@ -532,14 +525,14 @@ def test_paths_the_email_parser_chokes_on_get_a_permanent_refusal(
                 reply = client.command(line)
                 assert 500 <= reply.code < 600, (line, reply)
     assert not errors.records, errors.describe()
-    assert_healthy(relay, upstream)
+    assert_healthy(relay, threaded_upstream)
 
 
 def test_a_thousand_recipients_all_arrive_exactly_once(
-    relay: ThreadedRelay, upstream: SmtpUpstream
+    relay: ThreadedRelay, threaded_upstream: SmtpUpstream
 ) -> None:
     """1,000 RCPTs are accepted (the 1,001st gets 452) and each recipient gets one copy."""
-    before = len(upstream.messages)
+    before = len(threaded_upstream.messages)
     recipients = [f"r{n:04d}@example.org" for n in range(1000)]
     with greeted(relay.port) as client:
         assert client.command(b"MAIL FROM:<app@example.com>").code == 250
@@ -549,19 +542,19 @@ def test_a_thousand_recipients_all_arrive_exactly_once(
         assert client.command(b"DATA").code == 354
         client.send(b"Subject: many\r\n\r\nto many\r\n.\r\n")
         assert client.read_reply().code == 250
-    delivered = [r for m in upstream.messages[before:] for r in m.recipients]
+    delivered = [r for m in threaded_upstream.messages[before:] for r in m.recipients]
     assert sorted(delivered) == recipients
-    assert all(len(m.recipients) <= 50 for m in upstream.messages[before:])
-    assert_healthy(relay, upstream)
+    assert all(len(m.recipients) <= 50 for m in threaded_upstream.messages[before:])
+    assert_healthy(relay, threaded_upstream)
 
 
 def test_auth_with_garbage_base64_gets_clean_refusals(
-    relay: ThreadedRelay, upstream: SmtpUpstream, certs: TestCertificates
+    relay: ThreadedRelay, threaded_upstream: SmtpUpstream, certificates: TestCertificates
 ) -> None:
     """Garbage AUTH data (bad base64, bad splits, aborts, odd mechanisms) gets 5xx, not a crash."""
     with greeted(relay.port) as client:
         assert client.command(b"STARTTLS").code == 220
-        client.starttls(certs.ca_file)
+        client.starttls(certificates.ca_file)
         assert client.command(b"EHLO hostile.example").code == 250
         for line in (
             b"AUTH PLAIN !!!!",
@@ -585,32 +578,32 @@ def test_auth_with_garbage_base64_gets_clean_refusals(
         assert client.command(b"NOOP").code == 250
         plain = base64.b64encode(f"\0{RELAY_USER}\0{RELAY_PASSWORD}".encode())
         assert client.command(b"AUTH PLAIN " + plain).code == 235
-    assert_healthy(relay, upstream)
+    assert_healthy(relay, threaded_upstream)
 
 
 def test_starttls_twice_is_refused(
-    relay: ThreadedRelay, upstream: SmtpUpstream, certs: TestCertificates
+    relay: ThreadedRelay, threaded_upstream: SmtpUpstream, certificates: TestCertificates
 ) -> None:
     """A second STARTTLS on a TLS session is refused with 503 and the session goes on."""
     with relay_errors() as errors:
         with greeted(relay.port) as client:
             assert client.command(b"STARTTLS").code == 220
-            client.starttls(certs.ca_file)
+            client.starttls(certificates.ca_file)
             ehlo = client.command(b"EHLO hostile.example")
             assert "STARTTLS" not in ehlo.lines
             second = client.command(b"STARTTLS")
             assert second.code == 503, second
             assert client.command(b"NOOP").code == 250
     assert not errors.records, errors.describe()
-    assert_healthy(relay, upstream)
+    assert_healthy(relay, threaded_upstream)
 
 
 def test_garbage_instead_of_a_tls_handshake_closes_the_session(
-    certs: TestCertificates, upstream: SmtpUpstream
+    certificates: TestCertificates, threaded_upstream: SmtpUpstream
 ) -> None:
     """Plain-text commands after `220` to STARTTLS end the session without a traceback to the
     client, and a client's failed handshake is not counted or logged as a relay error."""
-    with hostile_relay(certs, upstream) as relay, relay_errors() as errors:
+    with hostile_relay(certificates, threaded_upstream) as relay, relay_errors() as errors:
         for _ in range(3):
             with greeted(relay.port) as client:
                 assert client.command(b"STARTTLS").code == 220
@@ -619,12 +612,14 @@ def test_garbage_instead_of_a_tls_handshake_closes_the_session(
                 assert client.read_until_closed(timeout=10.0) == []
         assert poll(lambda: relay.open_sessions() == 0, 5.0)
         assert not errors.records, errors.describe()
-        assert_healthy(relay, upstream)
+        assert_healthy(relay, threaded_upstream)
 
 
-def test_commands_after_quit_are_ignored(relay: ThreadedRelay, upstream: SmtpUpstream) -> None:
+def test_commands_after_quit_are_ignored(
+    relay: ThreadedRelay, threaded_upstream: SmtpUpstream
+) -> None:
     """Commands pipelined after QUIT get no reply and deliver nothing; the socket closes."""
-    before = upstream.accepted
+    before = threaded_upstream.accepted
     with greeted(relay.port) as client:
         client.send(
             b"QUIT\r\nMAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.org>\r\nDATA\r\n"
@@ -638,8 +633,8 @@ def test_commands_after_quit_are_ignored(relay: ThreadedRelay, upstream: SmtpUps
         with contextlib.suppress(ConnectionClosed):
             client.send(b"NOOP\r\n")
         assert client.read_until_closed() == []
-    assert upstream.accepted == before
-    assert_healthy(relay, upstream)
+    assert threaded_upstream.accepted == before
+    assert_healthy(relay, threaded_upstream)
 
 
 # --- slow and idle clients ------------------------------------------------------------------------
@@ -672,7 +667,7 @@ def slow_loris(port: int, payload: bytes, interval: float, results: dict[str, An
 
 
 def test_slow_loris_clients_are_timed_out_while_others_are_served(
-    relay: ThreadedRelay, upstream: SmtpUpstream
+    relay: ThreadedRelay, threaded_upstream: SmtpUpstream
 ) -> None:
     """Clients sending one byte per second (in a command, or in DATA) are cut off near the
     session timeout, while a normal client is served at the same time."""
@@ -710,7 +705,7 @@ def test_slow_loris_clients_are_timed_out_while_others_are_served(
     for thread in threads:
         thread.start()
     time.sleep(0.5)
-    send_normally(relay.port, upstream)
+    send_normally(relay.port, threaded_upstream)
     for thread in threads:
         thread.join(30)
         assert not thread.is_alive()
@@ -718,11 +713,11 @@ def test_slow_loris_clients_are_timed_out_while_others_are_served(
         assert result["elapsed"] < SESSION_TIMEOUT + 3.0, result
         assert result["sent"] < 10, result
     parse_replies(results[0]["received"])
-    assert_healthy(relay, upstream)
+    assert_healthy(relay, threaded_upstream)
 
 
 def test_slow_loris_sending_valid_commands_is_cut_off_by_the_junk_limit(
-    certs: TestCertificates, upstream: SmtpUpstream
+    certificates: TestCertificates, threaded_upstream: SmtpUpstream
 ) -> None:
     """A client that completes a valid NOOP one byte at a time, always inside the idle timeout
     (aiosmtpd restarts that timer on every command), is closed with 421 once it has sent
@@ -730,27 +725,27 @@ def test_slow_loris_sending_valid_commands_is_cut_off_by_the_junk_limit(
     noop_seconds = 6 * 0.25
     assert noop_seconds < SESSION_TIMEOUT  # the idle timeout alone would never end this session
     result: dict[str, Any] = {}
-    with hostile_relay(certs, upstream, RELAY_JUNK_COMMAND_LIMIT="3") as relay:
+    with hostile_relay(certificates, threaded_upstream, RELAY_JUNK_COMMAND_LIMIT="3") as relay:
         loris = threading.Thread(
             target=slow_loris, args=(relay.port, b"NOOP\r\n" * 8, 0.25, result)
         )
         loris.start()
-        send_normally(relay.port, upstream)
+        send_normally(relay.port, threaded_upstream)
         loris.join(30)
         assert not loris.is_alive()
         replies = parse_replies(result["received"])
         assert [r.code for r in replies] == [220, 250, 250, 250, 421], replies
         assert "Too many commands without a message" in replies[-1].text
         assert result["sent"] < len(b"NOOP\r\n" * 5), result
-        assert_healthy(relay, upstream)
+        assert_healthy(relay, threaded_upstream)
 
 
 def test_junk_budget_counts_protocol_errors_and_refills_with_each_message(
-    certs: TestCertificates, upstream: SmtpUpstream
+    certificates: TestCertificates, threaded_upstream: SmtpUpstream
 ) -> None:
     """Protocol errors spend the budget like NOOPs; a message that reaches the end of DATA
     refills it, so a long-lived connection that NOOPs before each message is never cut off."""
-    with hostile_relay(certs, upstream, RELAY_JUNK_COMMAND_LIMIT="3") as relay:
+    with hostile_relay(certificates, threaded_upstream, RELAY_JUNK_COMMAND_LIMIT="3") as relay:
         with greeted(relay.port) as client:  # EHLO: 1 unit
             for _ in range(5):
                 assert client.command(b"NOOP").code == 250  # 1 unit, refilled below
@@ -765,11 +760,11 @@ def test_junk_budget_counts_protocol_errors_and_refills_with_each_message(
             assert client.command(b"RSET").code == 250  # 3: the budget is spent
             assert client.command(b"NOOP").code == 421
             assert client.read_until_closed() == []
-        assert_healthy(relay, upstream)
+        assert_healthy(relay, threaded_upstream)
 
 
 def test_a_thousand_idle_connections_are_timed_out_while_a_client_is_served(
-    certs: TestCertificates, upstream: SmtpUpstream, tmp_path: Path
+    certificates: TestCertificates, threaded_upstream: SmtpUpstream, tmp_path: Path
 ) -> None:
     """1,000 idle connections do not stop a normal client; all are closed after the timeout.
 
@@ -779,12 +774,12 @@ def test_a_thousand_idle_connections_are_timed_out_while_a_client_is_served(
     raise_fd_limit(4096)
     timeout = 6.0
     environ = relay_environ(
-        certs,
-        upstream,
+        certificates,
+        threaded_upstream,
         RELAY_AUTH_REQUIRED="false",
         RELAY_SESSION_TIMEOUT=str(timeout),
     )
-    with RelayProcess(environ, tmp_path / "relay.log") as relay:
+    with RelayProcess(environ, log_path=tmp_path / "relay.log") as relay:
         idle: list[socket.socket] = []
         try:
             started = time.monotonic()
@@ -795,7 +790,7 @@ def test_a_thousand_idle_connections_are_timed_out_while_a_client_is_served(
                     time.sleep(0.05)
                 idle.append(socket.create_connection(("127.0.0.1", relay.port), timeout=10))
             opened = time.monotonic() - started
-            send_normally(relay.port, upstream)
+            send_normally(relay.port, threaded_upstream)
             still_open = relay_connections(relay.pid, relay.port)
             assert still_open >= 900, f"{still_open} open; opening took {opened:.1f}s"
             closed = poll(lambda: relay_connections(relay.pid, relay.port) == 0, timeout + 10.0)
@@ -810,7 +805,7 @@ def test_a_thousand_idle_connections_are_timed_out_while_a_client_is_served(
             for sock in idle:
                 sock.close()
         assert relay.alive
-        send_normally(relay.port, upstream)
+        send_normally(relay.port, threaded_upstream)
 
 
 def relay_connections(pid: int, port: int) -> int:

@@ -29,8 +29,8 @@ from typing import Any
 import boto3
 import pytest
 
+from ses_core.blacklist import BlacklistReason
 from ses_core.blacklist.dynamodb import DynamoDBBlacklist
-from ses_core.blacklist.model import BlacklistReason
 from ses_core.testing import feedback_docs as fx
 from ses_core.testing.moto_dynamodb import TEST_REGION, MotoServer, create_blacklist_table
 

@@ -12,29 +12,24 @@ from typing import Any
 import aiosmtplib
 import pytest
 
-from relay.auth import AuthThrottle, CredentialChecker, DynamoDBApiKeys, hash_password
+from relay.auth import AuthThrottle, CredentialVerifier, DynamoDBApiKeys, hash_password
 from relay.config import RelayConfig
 from relay.outbox import OutboxSender
 from relay.tls import server_context
 from relay.wiring import Components
-from ses_core.testing.moto_dynamodb import MotoServer
 from ses_core.testing.certs import TestCertificates
-from tests.integration.relay_support import base_config, message, relay_client, running_relay
+from ses_core.testing.moto_dynamodb import MotoServer
+from tests.integration.relay_support import base_config, message, relay_client
+from tests.support.relay_harness import InProcessRelay
 
 PASSWORD = "correct horse battery"
 
 
-@pytest.fixture(scope="module")
-def certs(tmp_path_factory: pytest.TempPathFactory) -> TestCertificates:
-    """A private CA and a certificate for localhost/127.0.0.1."""
-    return TestCertificates.create(str(tmp_path_factory.mktemp("tls")))
-
-
-def auth_config(certs: TestCertificates, **overrides: object) -> RelayConfig:
+def auth_config(certificates: TestCertificates, **overrides: object) -> RelayConfig:
     """A relay with a certificate and one static user (AUTH required)."""
     values: dict[str, Any] = {
-        "tls_cert_path": Path(certs.cert_file),
-        "tls_key_path": Path(certs.key_file),
+        "tls_cert_path": Path(certificates.cert_file),
+        "tls_key_path": Path(certificates.key_file),
         "auth_users": (("app", hash_password(PASSWORD, n=16)),),
     }
     values.update(overrides)
@@ -46,7 +41,7 @@ def components(config: RelayConfig, outbox: Path, **extra: Any) -> Components:
     assert config.tls_cert_path is not None and config.tls_key_path is not None
     values: dict[str, Any] = {
         "sender": OutboxSender(outbox),
-        "credentials": CredentialChecker(users=config.auth_users),
+        "credentials": CredentialVerifier(users=config.auth_users),
         "tls_context": server_context(config.tls_cert_path, config.tls_key_path),
         "auth_throttle": AuthThrottle(max_failures=3, base_delay=0.0, max_delay=0.0),
     }
@@ -60,11 +55,11 @@ def plain(user: str, password: str) -> str:
 
 
 async def test_auth_refused_before_starttls_accepted_after(
-    certs: TestCertificates, tmp_path: Path
+    certificates: TestCertificates, tmp_path: Path
 ) -> None:
     """AUTH is neither offered nor accepted in clear; after STARTTLS it is, and mail flows."""
-    config = auth_config(certs)
-    async with running_relay(config, components(config, tmp_path)) as relay:
+    config = auth_config(certificates)
+    async with InProcessRelay(config, components(config, tmp_path)) as relay:
         client = await relay_client(relay)
         await client.ehlo()
         assert client.supports_extension("starttls")
@@ -73,7 +68,7 @@ async def test_auth_refused_before_starttls_accepted_after(
         assert reply.code == 538
         mail = await client.execute_command(b"MAIL", b"FROM:<app@example.com>")
         assert mail.code == 530
-        await client.starttls(tls_context=_client_context(certs))
+        await client.starttls(tls_context=_client_context(certificates))
         await client.ehlo()
         assert client.supports_extension("auth")
         assert set(client.server_auth_methods) == {"plain", "login"}
@@ -86,12 +81,12 @@ async def test_auth_refused_before_starttls_accepted_after(
 
 
 async def test_implicit_tls_offers_and_accepts_auth(
-    certs: TestCertificates, tmp_path: Path
+    certificates: TestCertificates, tmp_path: Path
 ) -> None:
     """With ENABLE_SSL the session is TLS from the start: AUTH offered and accepted, no STARTTLS."""
-    config = auth_config(certs, implicit_tls=True)
-    async with running_relay(config, components(config, tmp_path)) as relay:
-        client = await relay_client(relay, tls=True, ca_file=certs.ca_file)
+    config = auth_config(certificates, implicit_tls=True)
+    async with InProcessRelay(config, components(config, tmp_path)) as relay:
+        client = await relay_client(relay, tls=True, ca_file=certificates.ca_file)
         await client.ehlo()
         assert client.supports_extension("auth")
         assert not client.supports_extension("starttls")
@@ -102,12 +97,12 @@ async def test_implicit_tls_offers_and_accepts_auth(
 
 
 async def test_failures_are_throttled_then_disconnected(
-    certs: TestCertificates, tmp_path: Path
+    certificates: TestCertificates, tmp_path: Path
 ) -> None:
     """Wrong passwords get 535; the third failure ends with 421, and later AUTH gets 421 too."""
-    config = auth_config(certs, implicit_tls=True)
-    async with running_relay(config, components(config, tmp_path)) as relay:
-        client = await relay_client(relay, tls=True, ca_file=certs.ca_file)
+    config = auth_config(certificates, implicit_tls=True)
+    async with InProcessRelay(config, components(config, tmp_path)) as relay:
+        client = await relay_client(relay, tls=True, ca_file=certificates.ca_file)
         await client.ehlo()
         for _ in range(2):
             with pytest.raises(aiosmtplib.SMTPAuthenticationError) as caught:
@@ -116,12 +111,15 @@ async def test_failures_are_throttled_then_disconnected(
         with pytest.raises((aiosmtplib.SMTPAuthenticationError, aiosmtplib.SMTPServerDisconnected)):
             await client.auth_plain("app", "wrong")
         client.close()
-        again = await relay_client(relay, tls=True, ca_file=certs.ca_file)
+        again = await relay_client(relay, tls=True, ca_file=certificates.ca_file)
         await again.ehlo()
         reply = await again.execute_command(b"AUTH", b"PLAIN", plain("app", PASSWORD).encode())
         assert reply.code == 421
         again.close()
-        assert relay.metrics.auth_failures.labels("invalid")._value.get() == 3
+        failures = relay.metrics.registry.get_sample_value(
+            "relay_auth_failures_total", {"reason": "invalid"}
+        )
+        assert failures == 3
 
 
 @pytest.fixture(scope="module")
@@ -132,7 +130,7 @@ def moto() -> Iterator[MotoServer]:
 
 
 async def test_api_key_table_legacy_and_hashed_keys(
-    certs: TestCertificates, tmp_path: Path, moto: MotoServer
+    certificates: TestCertificates, tmp_path: Path, moto: MotoServer
 ) -> None:
     """USE_APIKEY: an original clear-text key item and a new hashed key both authenticate."""
     client = moto.client()
@@ -151,16 +149,16 @@ async def test_api_key_table_legacy_and_hashed_keys(
     stored = client.scan(TableName="api-keys")["Items"]
     assert not any(item["api_key"]["S"] == new_key for item in stored)  # only the digest is stored
     config = auth_config(
-        certs, implicit_tls=True, auth_users=(), use_apikey=True, api_keys_table="api-keys"
+        certificates, implicit_tls=True, auth_users=(), use_apikey=True, api_keys_table="api-keys"
     )
-    parts = components(config, tmp_path, credentials=CredentialChecker(api_keys=keys))
-    async with running_relay(config, parts) as relay:
+    parts = components(config, tmp_path, credentials=CredentialVerifier(api_keys=keys))
+    async with InProcessRelay(config, parts) as relay:
         for user, key, expected in [
             ("svc", "legacy-key-123", 235),
             ("svc", new_key, 235),
             ("svc", "disabled-key", 535),
         ]:
-            session = await relay_client(relay, tls=True, ca_file=certs.ca_file)
+            session = await relay_client(relay, tls=True, ca_file=certificates.ca_file)
             await session.ehlo()
             reply = await session.execute_command(b"AUTH", b"PLAIN", plain(user, key).encode())
             assert reply.code == expected, (key, reply)
@@ -168,12 +166,12 @@ async def test_api_key_table_legacy_and_hashed_keys(
 
 
 async def test_client_outside_allowed_networks_is_refused(
-    certs: TestCertificates, tmp_path: Path
+    certificates: TestCertificates, tmp_path: Path
 ) -> None:
     """A client address outside RELAY_ALLOWED_NETWORKS gets 554 5.7.1 in the greeting."""
     config = RelayConfig.from_environ({"RELAY_ALLOWED_NETWORKS": "10.0.0.0/8"})
     config = base_config(allowed_networks=config.allowed_networks)
-    async with running_relay(config, Components(sender=OutboxSender(tmp_path))) as relay:
+    async with InProcessRelay(config, Components(sender=OutboxSender(tmp_path))) as relay:
         with pytest.raises(aiosmtplib.SMTPConnectResponseError) as caught:
             await relay_client(relay)
     assert caught.value.code == 554
@@ -182,7 +180,7 @@ async def test_client_outside_allowed_networks_is_refused(
 async def test_sender_domain_not_allowed(tmp_path: Path) -> None:
     """MAIL FROM a domain outside RELAY_ALLOWED_SENDER_DOMAINS gets 550 5.7.1."""
     config = base_config(allowed_sender_domains=("example.com",))
-    async with running_relay(config, Components(sender=OutboxSender(tmp_path))) as relay:
+    async with InProcessRelay(config, Components(sender=OutboxSender(tmp_path))) as relay:
         client = await relay_client(relay)
         await client.ehlo()
         refused = await client.execute_command(b"MAIL", b"FROM:<x@evil.example.net>")
@@ -192,11 +190,11 @@ async def test_sender_domain_not_allowed(tmp_path: Path) -> None:
     assert accepted.code == 250
 
 
-def _client_context(certs: TestCertificates) -> ssl.SSLContext:
-    return ssl.create_default_context(cafile=certs.ca_file)
+def _client_context(certificates: TestCertificates) -> ssl.SSLContext:
+    return ssl.create_default_context(cafile=certificates.ca_file)
 
 
-async def test_credential_store_down_is_454(certs: TestCertificates, tmp_path: Path) -> None:
+async def test_credential_store_down_is_454(certificates: TestCertificates, tmp_path: Path) -> None:
     """When the API-key store cannot answer, AUTH gets 454 4.7.0 (temporary), not 535."""
     from relay.auth import ApiKeyRecord, CredentialsUnavailable
 
@@ -204,10 +202,10 @@ async def test_credential_store_down_is_454(certs: TestCertificates, tmp_path: P
         def lookup(self, key: str) -> ApiKeyRecord | None:
             raise CredentialsUnavailable("table unreachable")
 
-    config = auth_config(certs, implicit_tls=True)
-    parts = components(config, tmp_path, credentials=CredentialChecker(api_keys=Down()))
-    async with running_relay(config, parts) as relay:
-        client = await relay_client(relay, tls=True, ca_file=certs.ca_file)
+    config = auth_config(certificates, implicit_tls=True)
+    parts = components(config, tmp_path, credentials=CredentialVerifier(api_keys=Down()))
+    async with InProcessRelay(config, parts) as relay:
+        client = await relay_client(relay, tls=True, ca_file=certificates.ca_file)
         await client.ehlo()
         reply = await client.execute_command(b"AUTH", b"PLAIN", plain("svc", "key").encode())
         client.close()
@@ -216,7 +214,7 @@ async def test_credential_store_down_is_454(certs: TestCertificates, tmp_path: P
 
 async def test_help_still_lists_commands(tmp_path: Path) -> None:
     """The drain wrappers keep aiosmtpd's command metadata: HELP lists the commands."""
-    async with running_relay(base_config(), Components(sender=OutboxSender(tmp_path))) as relay:
+    async with InProcessRelay(base_config(), Components(sender=OutboxSender(tmp_path))) as relay:
         client = await relay_client(relay)
         await client.ehlo()
         reply = await client.execute_command(b"HELP")
@@ -228,7 +226,7 @@ async def test_ehlo_extensions_and_pipelined_transaction(tmp_path: Path) -> None
     """EHLO offers SIZE 40 MiB, 8BITMIME, SMTPUTF8 and PIPELINING; a pipelined batch works."""
     import asyncio
 
-    async with running_relay(base_config(), Components(sender=OutboxSender(tmp_path))) as relay:
+    async with InProcessRelay(base_config(), Components(sender=OutboxSender(tmp_path))) as relay:
         client = await relay_client(relay)
         await client.ehlo()
         for extension in ("size", "8bitmime", "smtputf8", "pipelining"):

@@ -1,5 +1,5 @@
-"""Blacklisted recipients at RCPT time: refusal, the original's silent drop, a store that is down,
-and the original DynamoDB table format through moto; plus local mode end to end."""
+"""Blacklisted recipients at RCPT time: refusal, the silent drop mode, a store that is down, and
+the table format of the service this relay replaces (through moto); plus local mode end to end."""
 
 from __future__ import annotations
 
@@ -12,13 +12,14 @@ import pytest
 from relay.config import RelayConfig
 from relay.outbox import OutboxSender
 from relay.wiring import Components
+from ses_core.blacklist import BlacklistEntry, BlacklistReason, InMemoryBlacklist
 from ses_core.blacklist.cache import CachedBlacklist
 from ses_core.blacklist.dynamodb import DynamoDBBlacklist
-from ses_core.blacklist.model import BlacklistEntry, BlacklistReason, InMemoryBlacklist
 from ses_core.blacklist.sqlite import SqliteBlacklist
 from ses_core.errors import BlacklistUnavailable
 from ses_core.testing.moto_dynamodb import MotoServer, create_blacklist_table
-from tests.integration.relay_support import base_config, message, relay_client, running_relay
+from tests.integration.relay_support import base_config, message, relay_client
+from tests.support.relay_harness import InProcessRelay
 
 
 def blacklist_with(*addresses: str) -> InMemoryBlacklist:
@@ -34,7 +35,7 @@ async def test_blacklisted_recipient_refused_with_reason(tmp_path: Path) -> None
     components = Components(
         sender=OutboxSender(tmp_path), blacklist=blacklist_with("gone@example.org")
     )
-    async with running_relay(base_config(), components) as relay:
+    async with InProcessRelay(base_config(), components) as relay:
         client = await relay_client(relay)
         await client.ehlo()
         await client.mail("app@example.com")
@@ -55,7 +56,7 @@ async def test_drop_mode_accepts_but_does_not_send(tmp_path: Path) -> None:
     components = Components(
         sender=OutboxSender(tmp_path), blacklist=blacklist_with("gone@example.org")
     )
-    async with running_relay(base_config(blacklist_drop=True), components) as relay:
+    async with InProcessRelay(base_config(blacklist_drop=True), components) as relay:
         client = await relay_client(relay)
         await client.ehlo()
         await client.sendmail("app@example.com", ["gone@example.org", "ok@example.org"], message(1))
@@ -74,7 +75,7 @@ async def test_blacklist_down_is_451_never_accept(tmp_path: Path) -> None:
             raise BlacklistUnavailable("table unreachable")
 
     components = Components(sender=OutboxSender(tmp_path), blacklist=Down())
-    async with running_relay(base_config(), components) as relay:
+    async with InProcessRelay(base_config(), components) as relay:
         client = await relay_client(relay)
         await client.ehlo()
         await client.mail("app@example.com")
@@ -88,7 +89,7 @@ async def test_blacklist_down_is_451_never_accept(tmp_path: Path) -> None:
 
 async def test_bad_recipient_syntax_is_501_with_reason(tmp_path: Path) -> None:
     """An unparseable recipient gets 501 5.1.3 and a reason, whether aiosmtpd parses it or not."""
-    async with running_relay(base_config(), Components(sender=OutboxSender(tmp_path))) as relay:
+    async with InProcessRelay(base_config(), Components(sender=OutboxSender(tmp_path))) as relay:
         client = await relay_client(relay)
         await client.ehlo()
         await client.mail("app@example.com")
@@ -114,7 +115,7 @@ async def test_dynamodb_table_of_the_original_format(tmp_path: Path, moto: MotoS
     client.put_item(TableName="bl-original", Item={"email": {"S": "Old@Example.org"}})
     blacklist = CachedBlacklist(DynamoDBBlacklist("bl-original", client=client))
     components = Components(sender=OutboxSender(tmp_path), blacklist=blacklist)
-    async with running_relay(base_config(), components) as relay:
+    async with InProcessRelay(base_config(), components) as relay:
         client_ = await relay_client(relay)
         await client_.ehlo()
         await client_.mail("app@example.com")
@@ -142,7 +143,7 @@ async def test_local_mode_end_to_end(tmp_path: Path) -> None:
         }
     )
     assert config.local_mode
-    async with running_relay(config) as relay:
+    async with InProcessRelay(config) as relay:
         client = await relay_client(relay)
         await client.ehlo()
         await client.mail("app@example.com")

@@ -6,27 +6,20 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import smtplib
 import subprocess
-import sys
 from pathlib import Path
 
 import aiosmtplib
 import pytest
 
-from relay.config import ConfigError, RelayConfig
+from relay.config import ConfigError
 from relay.outbox import OutboxSender
 from relay.server import RelayServer, serve
 from relay.wiring import Components
-from ses_core.smtp.client import OutboundMessage
-from ses_core.smtp.results import SendResult
-from tests.integration.relay_support import (
-    base_config,
-    free_port,
-    message,
-    relay_client,
-    relay_environment,
-    relay_process,
-)
+from ses_core.smtp import OutboundMessage, SendResult
+from tests.integration.relay_support import base_config, message, relay_client
+from tests.support.relay_harness import InProcessRelay, RelayProcess, process_environ, relay_command
 
 
 class GatedSender:
@@ -43,27 +36,11 @@ class GatedSender:
         await self.gate.wait()
         return await self.inner.send(message, deadline=deadline)
 
-    async def check(self) -> None:
+    async def probe(self) -> None:
         return None
 
     async def aclose(self) -> None:
         self.closed = True
-
-
-async def start(
-    config: RelayConfig, components: Components
-) -> tuple[asyncio.Task[None], asyncio.Event, RelayServer]:
-    """Run serve() with an injected trigger; return (task, trigger event, server)."""
-    stop = asyncio.Event()
-    started: list[RelayServer] = []
-    task = asyncio.create_task(
-        serve(config, shutdown_trigger=stop.wait, components=components, on_started=started.append)
-    )
-    for _ in range(500):
-        if started:
-            break
-        await asyncio.sleep(0.01)
-    return task, stop, started[0]
 
 
 async def send_one(relay: RelayServer) -> int:
@@ -81,12 +58,13 @@ async def send_one(relay: RelayServer) -> int:
 async def test_in_flight_transaction_finishes_during_shutdown(tmp_path: Path) -> None:
     """On shutdown: new connections refused, idle sessions get 421, the running DATA gets 250."""
     sender = GatedSender(tmp_path)
-    task, stop, relay = await start(base_config(grace_period=10.0), Components(sender=sender))
+    harness = InProcessRelay(base_config(grace_period=10.0), Components(sender=sender))
+    relay = await harness.start()
     idle = await relay_client(relay)
     await idle.ehlo()
     in_flight = asyncio.create_task(send_one(relay))
     await asyncio.wait_for(sender.entered.wait(), 5)
-    stop.set()
+    harness.stop()
     for _ in range(100):
         if relay.draining:
             break
@@ -96,10 +74,10 @@ async def test_in_flight_transaction_finishes_during_shutdown(tmp_path: Path) ->
     with pytest.raises((OSError, aiosmtplib.SMTPConnectError)):
         await relay_client(relay)
     await asyncio.sleep(0.1)
-    assert not task.done()  # still draining: the transaction is in flight
+    assert not harness.stopped  # still draining: the transaction is in flight
     sender.gate.set()
     assert await asyncio.wait_for(in_flight, 5) == 250
-    await asyncio.wait_for(task, 5)
+    await harness.wait_stopped(5)
     assert sender.closed
     assert len(list(tmp_path.glob("*.eml"))) == 1
 
@@ -107,11 +85,12 @@ async def test_in_flight_transaction_finishes_during_shutdown(tmp_path: Path) ->
 async def test_grace_period_bounds_shutdown(tmp_path: Path) -> None:
     """A transaction that outlives RELAY_GRACE_PERIOD is cut off and the relay still stops."""
     sender = GatedSender(tmp_path)
-    task, stop, relay = await start(base_config(grace_period=0.3), Components(sender=sender))
+    harness = InProcessRelay(base_config(grace_period=0.3), Components(sender=sender))
+    relay = await harness.start()
     in_flight = asyncio.create_task(send_one(relay))
     await asyncio.wait_for(sender.entered.wait(), 5)
-    stop.set()
-    await asyncio.wait_for(task, 5)
+    harness.stop()
+    await harness.wait_stopped(5)
     assert sender.closed
     with pytest.raises(aiosmtplib.SMTPException):
         await asyncio.wait_for(in_flight, 5)
@@ -127,8 +106,8 @@ async def test_open_relay_refused_in_process() -> None:
 def run_main(env: dict[str, str], timeout: float = 30) -> subprocess.CompletedProcess[str]:
     """Run `python -m relay.main` to completion with `env` added."""
     return subprocess.run(
-        [sys.executable, "-m", "relay.main"],
-        env=relay_environment(env),
+        relay_command(),
+        env=process_environ(env),
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -157,21 +136,16 @@ def test_invalid_config_is_one_line_exit_2() -> None:
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_signal_stops_local_mode_process_with_status_0(tmp_path: Path, signum: int) -> None:
     """A local-mode relay process delivers to its outbox and exits 0 on SIGTERM and SIGINT."""
-    import smtplib
-
-    port = free_port()
     env = {
-        "SMTP_PORT": str(port),
         "RELAY_LOCAL_OUTBOX": str(tmp_path / "outbox"),
         "RELAY_BLACKLIST_SQLITE": str(tmp_path / "bl.sqlite3"),
     }
-    with relay_process(env, wait_port=port) as process:
-        with smtplib.SMTP("127.0.0.1", port, timeout=10) as client:
+    with RelayProcess(env, log_path=tmp_path / "relay.log") as process:
+        with smtplib.SMTP("127.0.0.1", process.port, timeout=10) as client:
             client.sendmail("app@example.com", ["you@example.org"], message("proc"))
         process.send_signal(signum)
         assert process.wait(15) == 0
-        assert process.stderr is not None
-        lines = [json.loads(line) for line in process.stderr.read().decode().splitlines()]
+        lines = [json.loads(line) for line in process.log_text().splitlines()]
     messages = [line["msg"] for line in lines]
     assert any(m.startswith("LOCAL MODE") for m in messages)
     assert any(

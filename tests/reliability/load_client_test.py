@@ -21,7 +21,6 @@ from tests.reliability.load_client import (
     Verdict,
     tally_deliveries,
 )
-from tests.reliability.relay_process import free_port
 
 #: Given the number of DATA transactions finished so far (0-based), the reply to the final '.';
 #: None hangs up without replying.
@@ -166,10 +165,10 @@ async def test_retries_are_bounded_by_max_attempts() -> None:
     assert result.states[0].attempts == 4
 
 
-async def test_an_unreachable_relay_ends_in_give_up_within_the_time_budget() -> None:
+async def test_an_unreachable_relay_ends_in_give_up_within_the_time_budget(free_port: int) -> None:
     """Connection refused is counted, retried, and the run ends within its budget."""
     started = time.monotonic()
-    result = await LoadClient(plan(free_port(), max_attempts=1000, time_budget=0.5)).run()
+    result = await LoadClient(plan(free_port, max_attempts=1000, time_budget=0.5)).run()
     assert time.monotonic() - started < 5
     assert result.states[0].verdict is Verdict.GAVE_UP
     assert result.stats.connection_errors >= 1

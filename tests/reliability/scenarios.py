@@ -43,6 +43,8 @@ from pathlib import Path
 
 import attrs
 
+from ses_core.testing.certs import TestCertificates
+from ses_core.testing.ports import free_port
 from ses_core.testing.upstream import (
     SES_BAD_CREDENTIALS,
     SES_DAILY_QUOTA,
@@ -54,7 +56,6 @@ from ses_core.testing.upstream import (
     SmtpUpstream,
     Stage,
 )
-from ses_core.testing.certs import TestCertificates
 from tests.reliability.fault_proxy import FaultProxy, ProxyMode
 from tests.reliability.load_client import (
     DeliveryTally,
@@ -64,15 +65,12 @@ from tests.reliability.load_client import (
     Verdict,
     tally_deliveries,
 )
-from tests.reliability.relay_process import (
-    MIB,
-    Readiness,
-    ReadinessPoller,
-    RelayProcess,
-    free_port,
-)
+from tests.reliability.readiness import Readiness, ReadinessPoller
+from tests.support.relay_harness import RelayProcess, upstream_environ
 
 log = logging.getLogger(__name__)
+
+MIB = 1024 * 1024
 
 UPSTREAM_USER, UPSTREAM_PASSWORD = "AKIARELIABILITY", "reliability-smtp-password"
 PSS_GROWTH_LIMIT = 30 * MIB
@@ -455,11 +453,9 @@ LOAD_TITLE = "none (plain load)"
 def relay_settings(upstream: SmtpUpstream, certificates: TestCertificates) -> dict[str, str]:
     """Relay environment pointing at the stand-in: fast rate, 10 s max wait, 10 s grace."""
     return {
-        "AWS_SMTP_HOST": "127.0.0.1",
-        "AWS_SMTP_PORT": str(upstream.port),
-        "AWS_SMTP_USERNAME": UPSTREAM_USER,
-        "AWS_SMTP_PASSWORD": UPSTREAM_PASSWORD,
-        "RELAY_UPSTREAM_CA_FILE": certificates.ca_file,
+        **upstream_environ(upstream, certificates.ca_file),
+        "SERVER_FQDN": "relay.reliability.test",
+        "RELAY_LOG_LEVEL": "WARNING",
         "RELAY_UPSTREAM_TIMEOUT": "10",
         "RELAY_POOL_SIZE": "8",
         "SES_RATE_LIMIT": "100000",
@@ -489,8 +485,8 @@ async def rig(needs: Needs, workdir: Path) -> AsyncIterator[Rig]:
             proxy = await stack.enter_async_context(_dynamodb(env))
         elif needs is Needs.REDIS:
             redis = stack.enter_context(_redis(env))
-        relay = RelayProcess(env, workdir)
-        stack.push_async_callback(relay.stop)  # also when it never became ready
+        relay = RelayProcess(env, log_path=workdir / "relay.log", ops_endpoint=True)
+        stack.push_async_callback(relay.astop)  # also when it never became ready
         await asyncio.to_thread(relay.start)
         yield Rig(upstream, relay, proxy=proxy, redis=redis)
 
@@ -549,7 +545,7 @@ def load_plan(
     """The client's plan against this rig's relay."""
     return LoadPlan(
         host="127.0.0.1",
-        port=rig_.relay.smtp_port,
+        port=rig_.relay.port,
         messages=messages,
         connections=connections,
         run_id=f"{tag}-{os.getpid()}-{time.monotonic_ns()}",

@@ -29,15 +29,14 @@ from collections.abc import Callable, Iterable
 import attrs
 
 from ses_core.addresses import normalize_address
-from ses_core.blacklist.model import (
-    Blacklist,
+from ses_core.blacklist._model import (
     BlacklistEntry,
     BlacklistEvent,
     BlacklistPage,
-    InstantLookup,
     OccurrenceResult,
-    normalize_all,
 )
+from ses_core.blacklist._ports import Blacklist, InstantLookup
+from ses_core.blacklist._private import normalize_all
 from ses_core.errors import LookupWouldBlock
 
 
@@ -87,8 +86,8 @@ class CachedBlacklist:
         if max_entries < 1:
             raise ValueError("max_entries must be at least 1")
         self.inner = inner
-        # Resolved once (a Protocol isinstance check costs ~4 us): the inner store's instant
-        # lookup, if it has one.
+        # Resolved once, not per lookup (a Protocol isinstance check is slow): the inner
+        # store's instant lookup, if it has one.
         self._inner_now = inner.lookup_now if isinstance(inner, InstantLookup) else None
         self.positive_ttl = positive_ttl
         self.negative_ttl = negative_ttl

@@ -8,27 +8,21 @@ from datetime import UTC, datetime
 
 import pytest
 
-from ses_core.blacklist.cache import CachedBlacklist, CacheStats
-from ses_core.blacklist.model import (
+from ses_core.blacklist import (
     BlacklistEntry,
     BlacklistEvent,
     BlacklistPage,
     BlacklistReason,
+    CachedBlacklist,
+    CacheStats,
     InMemoryBlacklist,
     InstantLookup,
     OccurrenceResult,
 )
 from ses_core.errors import BlacklistUnavailable, InvalidAddress, LookupWouldBlock
+from ses_core.testing.clock import VirtualClock
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class Recording(InMemoryBlacklist):
@@ -52,9 +46,9 @@ def event(address: str = "bob@example.com", feedback_id: str = "fb-1") -> Blackl
 
 
 @pytest.fixture
-def clock() -> FakeClock:
+def clock() -> VirtualClock:
     """A clock the test moves by hand."""
-    return FakeClock()
+    return VirtualClock()
 
 
 @pytest.fixture
@@ -66,7 +60,7 @@ def inner() -> Recording:
 
 
 @pytest.fixture
-def cache(inner: Recording, clock: FakeClock) -> CachedBlacklist:
+def cache(inner: Recording, clock: VirtualClock) -> CachedBlacklist:
     """A cache with distinct positive (60 s) and negative (10 s) TTLs and room for 3 answers."""
     return CachedBlacklist(inner, positive_ttl=60, negative_ttl=10, max_entries=3, clock=clock)
 
@@ -96,7 +90,7 @@ def test_every_given_form_reaches_the_store(cache: CachedBlacklist, inner: Recor
 
 
 def test_negative_answer_expires_first(
-    cache: CachedBlacklist, inner: Recording, clock: FakeClock
+    cache: CachedBlacklist, inner: Recording, clock: VirtualClock
 ) -> None:
     """ "Not blacklisted" is kept for negative_ttl, "blacklisted" for positive_ttl."""
     cache.lookup_many(["bob@example.com", "ann@example.com"])
@@ -151,7 +145,7 @@ def test_failed_write_still_invalidates(cache: CachedBlacklist, inner: Recording
 
 
 def test_lookup_racing_a_write_does_not_cache_stale_answer(
-    inner: Recording, clock: FakeClock
+    inner: Recording, clock: VirtualClock
 ) -> None:
     """An answer read while a write invalidated the cache is returned but not stored."""
     cache = CachedBlacklist(inner, positive_ttl=60, negative_ttl=60, max_entries=10, clock=clock)
@@ -213,7 +207,7 @@ def test_bad_settings_are_refused(kwargs: dict[str, float]) -> None:
         CachedBlacklist(InMemoryBlacklist(), **kwargs)  # type: ignore[arg-type]
 
 
-def test_concurrent_lookups_keep_counters_consistent(inner: Recording, clock: FakeClock) -> None:
+def test_concurrent_lookups_keep_counters_consistent(inner: Recording, clock: VirtualClock) -> None:
     """Threads hammering the cache never lose a hit or miss count or exceed the size bound."""
     cache = CachedBlacklist(inner, positive_ttl=60, negative_ttl=60, max_entries=20, clock=clock)
     addresses = [f"user{n}@example.com" for n in range(40)] + ["bob@example.com"]
@@ -251,7 +245,7 @@ def test_peek_answers_hits_without_the_store(cache: CachedBlacklist, inner: Reco
 
 
 def test_peek_treats_expired_answers_as_misses(
-    cache: CachedBlacklist, inner: Recording, clock: FakeClock
+    cache: CachedBlacklist, inner: Recording, clock: VirtualClock
 ) -> None:
     """An answer past its TTL is a miss for peek too (and peek asks nothing)."""
     cache.lookup_many(["ann@example.com"])
@@ -328,7 +322,7 @@ def test_lookup_now_over_a_blocking_store_answers_hits_and_refuses_misses(
     assert cache.stats == CacheStats(hits=1, misses=1, evictions=0, size=1)
 
 
-def test_lookup_now_over_an_instant_store_reads_through(clock: FakeClock) -> None:
+def test_lookup_now_over_an_instant_store_reads_through(clock: VirtualClock) -> None:
     """Over an `InstantLookup` store the misses are fetched at once and cached like lookup_many."""
     inner = InstantRecording()
     inner.record(event())

@@ -16,13 +16,9 @@ Idempotency is exact here: every feedback id recorded for an address is kept (ta
 `blacklist_feedback`), so a duplicate of any earlier event, older or newer, changes nothing.
 `remove` and `put` forget the address's feedback ids with the entry.
 
-Soft events counted by `record_occurrence` live in their own tables (`blacklist_pending`, one
-row per address, and `blacklist_pending_feedback`, the feedback ids counted), which lookups and
-listings never read. `remove` forgets them too.
-
-Schema versions (`PRAGMA user_version`): 1 = the blacklist and its feedback ids; 2 adds the
-pending tables. Opening a version-1 file migrates it in place (one transaction, tables added,
-nothing rewritten); a file of a newer version than this code knows is refused.
+Soft events counted by `record_occurrence` live in their own tables (`blacklist_pending` and
+`blacklist_pending_feedback`), which lookups and listings never read; `remove` forgets them too.
+The schema and its versions are in `_sqlite_schema.py`.
 
 Every `sqlite3.Error` (locked past the busy timeout, unreadable or corrupt file, disk full)
 raises `BlacklistUnavailable`.
@@ -40,17 +36,27 @@ from types import TracebackType
 from typing import TypeVar
 
 from ses_core.addresses import normalize_address
-from ses_core.blacklist.model import (
+from ses_core.blacklist._model import (
     BlacklistEntry,
     BlacklistEvent,
     BlacklistPage,
     OccurrenceResult,
     OccurrenceTally,
-    check_page_args,
-    check_threshold,
+)
+from ses_core.blacklist._private import (
     format_time,
     normalize_all,
     parse_time,
+    require_page_args,
+    require_threshold,
+)
+from ses_core.blacklist._sqlite_schema import (
+    COLUMNS,
+    Row,
+    entry_from_row,
+    is_busy,
+    migrate,
+    row_from_entry,
 )
 from ses_core.errors import BlacklistUnavailable, LookupWouldBlock
 
@@ -58,40 +64,8 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 2
 # Well below SQLite's bound-parameter limit (999 on old builds).
 _IN_CHUNK = 500
-_COLUMNS = "address, reason, detail, feedback_id, message_id, first_seen, last_seen, count"
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS blacklist (
-    address     TEXT PRIMARY KEY,
-    reason      TEXT NOT NULL,
-    detail      TEXT,
-    feedback_id TEXT,
-    message_id  TEXT,
-    first_seen  TEXT NOT NULL,
-    last_seen   TEXT NOT NULL,
-    count       INTEGER NOT NULL
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS blacklist_feedback (
-    address     TEXT NOT NULL,
-    feedback_id TEXT NOT NULL,
-    PRIMARY KEY (address, feedback_id)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS blacklist_pending (
-    address     TEXT PRIMARY KEY,
-    count       INTEGER NOT NULL,
-    first_seen  TEXT NOT NULL,
-    last_seen   TEXT NOT NULL
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS blacklist_pending_feedback (
-    address     TEXT NOT NULL,
-    feedback_id TEXT NOT NULL,
-    PRIMARY KEY (address, feedback_id)
-) WITHOUT ROWID;
-"""
-
-Row = tuple[str, str, str | None, str | None, str | None, str, str, int]
 
 
 class SqliteBlacklist:
@@ -127,14 +101,14 @@ class SqliteBlacklist:
         """`lookup_many` without waiting: on a connection whose busy timeout is zero, so a
         database locked by another process raises `LookupWouldBlock` instead of waiting for it.
         In WAL mode readers are almost never locked out, and an indexed read of a file in the
-        page cache takes microseconds: safe on an event loop (`InstantLookup`)."""
+        page cache is cheaper than a thread hop: safe on an event loop (`InstantLookup`)."""
         keys = list(normalize_all(addresses))
         if not keys:
             return {}
         try:
             return self._select_many(self._connection(instant=True), keys)
         except sqlite3.Error as exc:
-            if isinstance(exc, sqlite3.OperationalError) and _is_busy(exc):
+            if isinstance(exc, sqlite3.OperationalError) and is_busy(exc):
                 raise LookupWouldBlock(f"SQLite blacklist {self.path!r} is locked") from exc
             message = f"SQLite blacklist {self.path!r}: lookup failed: {exc}"
             raise BlacklistUnavailable(message) from exc
@@ -151,7 +125,7 @@ class SqliteBlacklist:
         return self._guard("record", write)
 
     def record_occurrence(self, event: BlacklistEvent, *, threshold: int) -> OccurrenceResult:
-        check_threshold(threshold)
+        require_threshold(threshold)
         key = event.address
 
         def write() -> OccurrenceResult:
@@ -228,13 +202,13 @@ class SqliteBlacklist:
 
     def list_page(self, *, limit: int = 100, cursor: str | None = None) -> BlacklistPage:
         """Entries in address order; the cursor is the last address of the previous page."""
-        check_page_args(limit, cursor)
+        require_page_args(limit, cursor)
 
         def query() -> list[Row]:
             rows: list[Row] = (
                 self._connection()
                 .execute(
-                    f"SELECT {_COLUMNS} FROM blacklist WHERE address > ? "
+                    f"SELECT {COLUMNS} FROM blacklist WHERE address > ? "
                     "ORDER BY address LIMIT ?",
                     (cursor or "", limit + 1),
                 )
@@ -243,13 +217,9 @@ class SqliteBlacklist:
             return rows
 
         rows = self._guard("list", query)
-        entries = tuple(_entry(row) for row in rows[:limit])
+        entries = tuple(entry_from_row(row) for row in rows[:limit])
         next_cursor = entries[-1].address if len(rows) > limit else None
         return BlacklistPage(entries=entries, next_cursor=next_cursor)
-
-    def check(self) -> None:
-        """Readiness probe: the file can be read; raises `BlacklistUnavailable` otherwise."""
-        self._guard("check", lambda: self._connection().execute("SELECT 1 FROM blacklist LIMIT 1"))
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -303,24 +273,7 @@ class SqliteBlacklist:
         if str(mode).lower() != "wal":
             log.warning("SQLite blacklist %s: journal mode is %s, not WAL", self.path, mode)
         with self._transaction() as tx:
-            version = tx.execute("PRAGMA user_version").fetchone()[0]
-            if version > SCHEMA_VERSION:
-                message = f"schema version {version}, this code knows {SCHEMA_VERSION}"
-                raise sqlite3.DatabaseError(message)
-            # Every table is CREATE IF NOT EXISTS, so the same script creates a new file and
-            # migrates an older one (version 1 lacks only the pending tables).
-            for statement in _SCHEMA.split(";"):
-                if statement.strip():
-                    tx.execute(statement)
-            if version != SCHEMA_VERSION:
-                if version:
-                    log.info(
-                        "SQLite blacklist %s: migrated schema %d -> %d",
-                        self.path,
-                        version,
-                        SCHEMA_VERSION,
-                    )
-                tx.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            migrate(tx, self.path)
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
@@ -340,19 +293,19 @@ class SqliteBlacklist:
             chunk = keys[start : start + _IN_CHUNK]
             marks = ",".join("?" * len(chunk))
             rows = connection.execute(
-                f"SELECT {_COLUMNS} FROM blacklist WHERE address IN ({marks})", chunk
+                f"SELECT {COLUMNS} FROM blacklist WHERE address IN ({marks})", chunk
             ).fetchall()
             for row in rows:
-                entry = _entry(row)
+                entry = entry_from_row(row)
                 found[entry.address] = entry
         return found
 
     @staticmethod
     def _select(connection: sqlite3.Connection, key: str) -> BlacklistEntry | None:
         row = connection.execute(
-            f"SELECT {_COLUMNS} FROM blacklist WHERE address = ?", (key,)
+            f"SELECT {COLUMNS} FROM blacklist WHERE address = ?", (key,)
         ).fetchone()
-        return None if row is None else _entry(row)
+        return None if row is None else entry_from_row(row)
 
     @classmethod
     def _record_in(cls, connection: sqlite3.Connection, event: BlacklistEvent) -> BlacklistEntry:
@@ -388,17 +341,8 @@ class SqliteBlacklist:
     @staticmethod
     def _upsert(connection: sqlite3.Connection, entry: BlacklistEntry) -> None:
         connection.execute(
-            f"INSERT OR REPLACE INTO blacklist ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                entry.address,
-                str(entry.reason),
-                entry.detail,
-                entry.feedback_id,
-                entry.message_id,
-                format_time(entry.first_seen),
-                format_time(entry.last_seen),
-                entry.count,
-            ),
+            f"INSERT OR REPLACE INTO blacklist ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            row_from_entry(entry),
         )
 
     def _guard(self, operation: str, action: Callable[[], T]) -> T:
@@ -407,24 +351,3 @@ class SqliteBlacklist:
         except sqlite3.Error as exc:
             message = f"SQLite blacklist {self.path!r}: {operation} failed: {exc}"
             raise BlacklistUnavailable(message) from exc
-
-
-def _is_busy(error: sqlite3.OperationalError) -> bool:
-    code = getattr(error, "sqlite_errorcode", None)
-    if code is not None:
-        return (code & 0xFF) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
-    return "locked" in str(error) or "busy" in str(error)
-
-
-def _entry(row: Row) -> BlacklistEntry:
-    address, reason, detail, feedback_id, message_id, first_seen, last_seen, count = row
-    return BlacklistEntry(
-        address=address,
-        reason=reason,
-        detail=detail,
-        feedback_id=feedback_id,
-        message_id=message_id,
-        first_seen=parse_time(first_seen),
-        last_seen=parse_time(last_seen),
-        count=count,
-    )

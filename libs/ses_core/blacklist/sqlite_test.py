@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from ses_core.blacklist.model import BlacklistEvent, BlacklistReason, InstantLookup
-from ses_core.blacklist.sqlite import SCHEMA_VERSION, SqliteBlacklist
+from ses_core.blacklist import BlacklistEvent, BlacklistReason, InstantLookup
+from ses_core.blacklist._sqlite_schema import SCHEMA_VERSION
+from ses_core.blacklist.sqlite import SqliteBlacklist
 from ses_core.errors import BlacklistUnavailable, LookupWouldBlock
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -97,7 +98,7 @@ def test_readers_in_threads_while_one_writes(tmp_path: Path) -> None:
 _WRITER = """
 import sys
 from datetime import UTC, datetime
-from ses_core.blacklist.model import BlacklistEvent
+from ses_core.blacklist import BlacklistEvent
 from ses_core.blacklist.sqlite import SqliteBlacklist
 with SqliteBlacklist(sys.argv[1]) as store:
     for n in range(int(sys.argv[2])):
@@ -275,13 +276,15 @@ def test_many_events_keep_exact_idempotency(tmp_path: Path) -> None:
         assert entry.count == 60
 
 
-def test_check_passes_then_fails_when_closed(tmp_path: Path) -> None:
-    """check succeeds on a usable file and raises BlacklistUnavailable once closed."""
+def test_reads_fail_as_unavailable_once_closed(tmp_path: Path) -> None:
+    """A usable file answers; once closed, every read raises BlacklistUnavailable."""
     store = SqliteBlacklist(tmp_path / "bl.db")
-    store.check()
+    assert store.lookup_many(["bob@example.com"]) == {}
     store.close()
     with pytest.raises(BlacklistUnavailable):
-        store.check()
+        store.lookup_many(["bob@example.com"])
+    with pytest.raises(BlacklistUnavailable):
+        store.list_page()
 
 
 # Schema version 1 exactly as released (blacklist and feedback ids, no pending tables).

@@ -13,7 +13,6 @@ from ses_core.feedback.notifications import (
     Bounce,
     Complaint,
     Delivery,
-    Mail,
     NotificationFormat,
     NotificationKind,
     SesNotification,
@@ -40,23 +39,6 @@ def test_classic_bounce_with_dsn_keeps_every_field() -> None:
     assert r.address.key == "jane@example.com"
     assert (r.action, r.status) == ("failed", "5.1.1")
     assert r.diagnostic_code is not None and r.diagnostic_code.startswith("smtp; 550")
-
-
-def test_mail_part_is_parsed() -> None:
-    """The mail object gives message id, sender, destination, account, headers and timestamp."""
-    n = SesNotification.from_json(fx.bounce_with_dsn())
-    assert n.mail is not None
-    m = n.mail
-    assert m.message_id == fx.SES_MESSAGE_ID
-    assert m.source is not None and m.source.key == "john@example.com"
-    assert m.destination == ("jane@example.com", "mary@example.com", "richard@example.com")
-    assert m.sending_account_id == fx.ACCOUNT
-    assert m.timestamp.tzinfo is not None
-    assert m.headers_truncated is False
-    assert m.common_headers is not None
-    assert m.common_headers.subject == "Hello"
-    assert m.common_headers.from_ == ('"John Doe" <john@example.com>',)
-    assert len(m.common_headers.to) == 2
 
 
 def test_bounce_without_dsn_has_no_dsn_fields_or_headers() -> None:
@@ -232,21 +214,6 @@ def test_invalid_delivery_recipient_is_kept_as_raw_text() -> None:
     d = Delivery.from_json(doc["delivery"])
     assert [r.text for r in d.invalid_recipients] == ["@@"]
     assert len(d.recipients) == 1
-
-
-def test_invalid_source_keeps_text_and_gives_none() -> None:
-    """An unparseable mail.source keeps its text and leaves `source` None."""
-    doc = fx.mail(source="MAILER-DAEMON")
-    m = Mail.from_json(doc)
-    assert (m.source, m.source_text) == (None, "MAILER-DAEMON")
-
-
-def test_destination_addresses_splits_valid_and_invalid() -> None:
-    """destination_addresses() parses the raw destination on demand."""
-    m = Mail.from_json(fx.mail(destination=("a@example.com", "junk", "B@Example.COM")))
-    valid, invalid = m.destination_addresses()
-    assert [a.key for a in valid] == ["a@example.com", "b@example.com"]
-    assert [(i.text, i.path) for i in invalid] == [("junk", "$.mail.destination[1]")]
 
 
 def test_from_message_accepts_json_text_and_bytes() -> None:

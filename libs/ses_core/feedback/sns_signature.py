@@ -1,22 +1,18 @@
 """Verify that an SNS message really comes from Amazon SNS, for HTTP(S) subscribers.
 
-Anyone can POST to a public endpoint; only a valid signature proves SNS sent the message.
-Following AWS's "Verifying the signatures of Amazon SNS messages":
-- the signing certificate URL must be https, on host `sns.<region>.amazonaws.com` (or
-  `.amazonaws.com.cn`, the China partition), with a path ending in `.pem`; anything else is refused
-  before fetching. `<region>` must look like a region (`us-east-1`, `us-gov-west-1`): a looser
-  pattern also matched S3 bucket hosts such as `sns.s3.amazonaws.com`, where anyone can publish a
-  "certificate". Control characters, spaces, backslashes and non-ASCII text are refused outright,
-  because `urlsplit` silently drops tab/CR/LF (so the URL we check would not be the one fetched);
-- the certificate is fetched (over https, with a timeout) and cached per URL;
-- the string to sign is `key\\nvalue\\n` for Message, MessageId, Subject (if present), Timestamp,
-  TopicArn, Type for notifications, and Message, MessageId, SubscribeURL, Timestamp, Token,
-  TopicArn, Type for (un)subscription confirmations;
-- SignatureVersion 1 is SHA1withRSA, 2 is SHA256withRSA;
-- optionally the TopicArn must be one we expect, so another account's topic cannot feed us.
+Anyone can POST to a public endpoint; only a valid signature proves SNS sent the message. The
+rules (string to sign, SignatureVersion 1 = SHA1withRSA, 2 = SHA256withRSA) are AWS's, summarised
+in docs/ses-facts.md ("Envelopes around a notification"). The signing certificate URL must be
+https on `sns.<region>.amazonaws.com[.cn]` with a `.pem` path, checked before anything is
+fetched: the region must be shaped like one, so that S3 bucket hosts such as
+`sns.s3.amazonaws.com` (where anyone can publish a "certificate") are refused, and control
+characters, spaces, backslashes and non-ASCII text are refused outright because `urlsplit`
+silently drops some of them (the URL checked would not be the URL fetched). Certificates are
+cached per URL; optionally only expected TopicArns are accepted.
 
 A forged or tampered message raises `SignatureInvalid`. Failing to fetch the certificate is an
-infrastructure problem, not proof of forgery: it raises the retryable `CertificateUnavailable`.
+infrastructure problem, not proof of forgery: it raises `CertificateUnavailable`, which a caller
+may retry.
 """
 
 from __future__ import annotations

@@ -1,24 +1,13 @@
 """Whom to blacklist after an SES bounce or complaint: a pure function of notification and policy.
 
-Default policy (`DEFAULT_POLICY`), following AWS's guidance:
-- every Permanent bounce is blacklisted, whatever its subtype (General, NoEmail, Suppressed,
-  OnAccountSuppressionList, and subtypes SES may add): the receiver said the address will never
-  accept mail;
-- every complaint is blacklisted, except those whose feedback type is `not-spam` (the recipient
-  took the message *out* of the spam folder);
-- Transient and Undetermined bounces are not blacklisted (an out-of-office reply is
-  Transient/General) but are reported, so the caller can log or count them.
-
-A policy can add thresholds such as "Transient/General after 3 occurrences". Counting needs
-history, which lives in the blacklist repository, so this function only marks those recipients as
-`COUNT_DEPENDENT` with the threshold; the caller records the occurrence and blacklists once the
-stored count reaches it. Recipients that are not valid addresses are never blacklisted: they are
-listed in `SuppressionDecision.invalid_recipients` for the caller to report.
-
-Each decided recipient carries the blacklist reason ("bounce"/"complaint", the values of the
-blacklist's `BlacklistReason`), a detail string ("Permanent/General", "complaint:abuse",
-"complaint"), the feedback id, SES message id and the feedback timestamp: everything a
-`BlacklistEvent` needs.
+`DEFAULT_POLICY` follows AWS's guidance (docs/ses-facts.md, "Notifications"): every Permanent
+bounce, whatever its subtype, and every complaint except feedback type `not-spam` blacklist the
+recipient; Transient and Undetermined bounces (an out-of-office reply is Transient/General) are
+only reported. A policy may add thresholds such as "Transient/General after 3 occurrences";
+counting needs history, which lives in the blacklist repository, so such recipients are marked
+`COUNT_DEPENDENT` and the caller blacklists once the stored count reaches the threshold. Strings
+that are not addresses are never blacklisted, only listed for the caller to report. Each decided
+recipient carries everything a `BlacklistEvent` needs (reason, detail, ids, timestamp).
 """
 
 from __future__ import annotations
@@ -31,7 +20,8 @@ from typing import Literal
 import attrs
 
 from ses_core.addresses import EmailAddress
-from ses_core.feedback.notifications import InvalidRecipient, NotificationKind, SesNotification
+from ses_core.feedback._recipients import InvalidRecipient
+from ses_core.feedback.notifications import NotificationKind, SesNotification
 
 PERMANENT = "Permanent"
 TRANSIENT = "Transient"

@@ -1,4 +1,4 @@
-"""Tests for ses_core.feedback.suppression: whom a bounce or complaint blacklists, under which policy."""
+"""Tests for ses_core.feedback.suppression: whom a bounce or complaint blacklists, by policy."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 import attrs
 import pytest
 
-from ses_core.blacklist.model import BlacklistEvent, BlacklistReason
+from ses_core.blacklist import BlacklistEvent, BlacklistReason
 from ses_core.feedback.notifications import SesNotification
 from ses_core.feedback.suppression import (
     DEFAULT_POLICY,

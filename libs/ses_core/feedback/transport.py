@@ -1,18 +1,13 @@
-"""Unwrap SES feedback from whatever envelope carried it: one entry point for every delivery path.
+"""Unwrap SES feedback from whatever transport carried it: one entry point for every delivery path.
 
-SES publishes to SNS; SNS hands the message to a Lambda (as a `Records[].Sns` record), to an
-HTTP(S) endpoint (an SNS JSON body), or to SQS (the SNS JSON body, or with raw message delivery the
-SES JSON itself as the SQS body), and an SQS queue may trigger a Lambda (`Records[].body`). The
-caller should not have to know which: `parse_feedback` accepts all of these, plus bare SES JSON,
-and returns one `FeedbackRecord` per message.
-
-For batch events, `iter_feedback` parses record by record and yields a `RecordFailure` (with the
-record's SQS message id) for a malformed record instead of raising, so one bad record cannot hide
-the valid ones and an SQS-triggered Lambda can report `batchItemFailures` precisely.
-
-SNS control messages (SubscriptionConfirmation, UnsubscribeConfirmation) parse into records whose
-`notification` is None; their URLs and token are in the envelope. Signatures are not checked
-here: see `ses_core.feedback.sns_signature`.
+SES feedback reaches us through SNS, directly (a Lambda `Records[].Sns` record, an HTTP(S) body)
+or through SQS (the SNS body, or the SES JSON itself with raw message delivery, possibly in a
+Lambda `Records[].body`). `parse_feedback` accepts all of these, plus bare SES JSON, and returns
+one `FeedbackRecord` (a `TransportEnvelope` and the notification) per message, so callers need
+not know the path. `iter_feedback` yields a `RecordFailure` for a malformed record instead of
+raising, so one bad record cannot hide the valid ones of a batch. Signatures are not checked
+here (see `ses_core.feedback.sns_signature`). docs/ses-facts.md ("Envelopes around a
+notification") shows each shape.
 """
 
 from __future__ import annotations
@@ -46,7 +41,8 @@ _SNS_TYPES = frozenset(
     {SNS_NOTIFICATION, SNS_SUBSCRIPTION_CONFIRMATION, SNS_UNSUBSCRIBE_CONFIRMATION}
 )
 
-Payload = str | bytes | bytearray | Mapping[str, Any]
+#: What `parse_feedback` accepts: JSON text or bytes, or the decoded mapping.
+FeedbackInput = str | bytes | bytearray | Mapping[str, Any]
 
 
 class EnvelopeOrigin(enum.StrEnum):
@@ -59,7 +55,7 @@ class EnvelopeOrigin(enum.StrEnum):
 
 
 @attrs.frozen
-class Envelope:
+class TransportEnvelope:
     """What the transport says about a message; fields a transport lacks are None.
 
     Attributes:
@@ -88,14 +84,14 @@ class Envelope:
 
 @attrs.frozen
 class FeedbackRecord:
-    """One message: its envelope and, unless it is an SNS confirmation, the SES notification.
+    """One message: its transport envelope and (unless an SNS confirmation) the SES notification.
 
     Attributes:
         envelope: transport metadata.
         notification: the SES document; None for SubscriptionConfirmation/UnsubscribeConfirmation.
     """
 
-    envelope: Envelope
+    envelope: TransportEnvelope
     notification: SesNotification | None
 
     @property
@@ -119,7 +115,7 @@ class FeedbackRecord:
             raise MalformedNotification(problem, f"{path}.Type")
         cert_key = "SigningCertURL" if "SigningCertURL" in obj else "SigningCertUrl"
         unsubscribe_key = "UnsubscribeURL" if "UnsubscribeURL" in obj else "UnsubscribeUrl"
-        envelope = Envelope(
+        envelope = TransportEnvelope(
             origin=origin,
             sns_type=sns_type,
             sns_message_id=req_str(obj, "MessageId", path),
@@ -155,7 +151,7 @@ class FeedbackRecord:
         if _is_sns_envelope(obj):
             return cls.from_sns(obj, path, origin=EnvelopeOrigin.SQS, sqs_message_id=sqs_message_id)
         notification = SesNotification.from_json(obj, path)
-        envelope = Envelope(origin=EnvelopeOrigin.SQS, sqs_message_id=sqs_message_id)
+        envelope = TransportEnvelope(origin=EnvelopeOrigin.SQS, sqs_message_id=sqs_message_id)
         return cls(envelope=envelope, notification=notification)
 
 
@@ -177,7 +173,7 @@ class RecordFailure:
     sns_message_id: str | None = None
 
 
-def parse_feedback(payload: Payload) -> tuple[FeedbackRecord, ...]:
+def parse_feedback(payload: FeedbackInput) -> tuple[FeedbackRecord, ...]:
     """Parse any supported document into its records; raise MalformedNotification if any is bad.
 
     Accepts (as JSON text, bytes, or a decoded mapping): a whole Lambda SNS or SQS event, one
@@ -193,7 +189,7 @@ def parse_feedback(payload: Payload) -> tuple[FeedbackRecord, ...]:
     return tuple(records)
 
 
-def iter_feedback(payload: Payload) -> Iterator[FeedbackRecord | RecordFailure]:
+def iter_feedback(payload: FeedbackInput) -> Iterator[FeedbackRecord | RecordFailure]:
     """Parse record by record: yield a FeedbackRecord, or a RecordFailure for a bad record.
 
     A payload that is not even a recognisable document (bad JSON, no `Records` array, ...) raises
@@ -224,7 +220,7 @@ def _parse_single(obj: JsonObject) -> FeedbackRecord:
     if "notificationType" in obj or "eventType" in obj:
         notification = SesNotification.from_json(obj, "$")
         return FeedbackRecord(
-            envelope=Envelope(origin=EnvelopeOrigin.BARE), notification=notification
+            envelope=TransportEnvelope(origin=EnvelopeOrigin.BARE), notification=notification
         )
     message = (
         "not a recognised SES, SNS or SQS document "

@@ -1,4 +1,4 @@
-"""Tests for ses_core.feedback.transport: one entry point for every envelope, record-by-record batches."""
+"""Tests for ses_core.feedback.transport: one entry point for every transport, batches by record."""
 
 from __future__ import annotations
 

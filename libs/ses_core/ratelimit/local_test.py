@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from ses_core.errors import RateLimitTimeout
-from ses_core.ratelimit.local import LocalRateLimiter, RateLimiter, RateLimitSpec
+from ses_core.ratelimit import LocalRateLimiter, RateLimiter
 from ses_core.testing.clock import VirtualClock
 
 
@@ -29,7 +29,7 @@ def make(clock: VirtualClock, rate: float = 10.0, burst: int = 1) -> LocalRateLi
 
 
 def start(
-    limiter: LocalRateLimiter,
+    limiter: RateLimiter,
     clock: VirtualClock,
     cost: int,
     name: str,
@@ -44,41 +44,19 @@ def start(
     return asyncio.get_running_loop().create_task(run())
 
 
+async def projected_wait(limiter: RateLimiter, cost: int) -> float:
+    """The wait a request of `cost` arriving now would have, read from the `RateLimitTimeout` of
+    a `max_wait=0` request (which takes nothing). Only for waits above zero."""
+    with pytest.raises(RateLimitTimeout) as caught:
+        await limiter.acquire(cost, max_wait=0.0)
+    return caught.value.wait_seconds
+
+
 def max_in_window(times: list[float], window: float = 1.0) -> int:
     ordered = sorted(times)
     return max(
         sum(1 for other in ordered if start <= other < start + window - 1e-9) for start in ordered
     )
-
-
-def test_local_limiter_satisfies_the_protocol(clock: VirtualClock) -> None:
-    """LocalRateLimiter can be used wherever a RateLimiter is expected."""
-    limiter: RateLimiter = make(clock)
-    assert isinstance(limiter, LocalRateLimiter)
-
-
-@pytest.mark.parametrize(
-    ("text", "rate"), [("14", 14.0), (" 0.5 ", 0.5), ("auto", None), ("AUTO", None)]
-)
-def test_spec_parses_fixed_rates_and_auto(text: str, rate: float | None) -> None:
-    """SES_RATE_LIMIT-style strings become a fixed rate or the auto mode."""
-    spec = RateLimitSpec.parse(text, fallback_rate=2.0)
-    assert spec.rate == rate
-    assert spec.auto is (rate is None)
-    assert spec.initial_rate == (2.0 if rate is None else rate)
-
-
-@pytest.mark.parametrize("text", ["", "abc", "0", "-3", "nan", "inf"])
-def test_spec_refuses_bad_rates(text: str) -> None:
-    """Anything but a positive finite number or 'auto' is refused with ValueError."""
-    with pytest.raises(ValueError):
-        RateLimitSpec.parse(text)
-
-
-def test_spec_refuses_bad_fallback_rate() -> None:
-    """The fallback rate must be positive too."""
-    with pytest.raises(ValueError):
-        RateLimitSpec.parse("auto", fallback_rate=0)
 
 
 @pytest.mark.parametrize(("rate", "burst"), [(0, 1), (-1, 1), (float("nan"), 1), (1, -1), (1, 1.5)])
@@ -165,7 +143,7 @@ async def test_cost_above_burst_is_admitted_and_borrows_from_later_seconds(
     """A 50-recipient message passes at once when idle and delays the next send by its cost."""
     limiter = make(clock, rate=10.0, burst=1)
     assert await limiter.acquire(50) == 0.0
-    assert limiter.projected_wait(1) == pytest.approx(4.9)
+    assert await projected_wait(limiter, 1) == pytest.approx(4.9)
     grants: list[tuple[str, float]] = []
     start(limiter, clock, 1, "next", grants)
     await clock.advance(10.0)
@@ -199,13 +177,12 @@ async def test_max_wait_fails_fast_and_takes_nothing(clock: VirtualClock) -> Non
     for i in range(12):
         start(limiter, clock, 1, str(i), grants)
     await clock.settle()
-    before = limiter.projected_wait(1)
+    before = await projected_wait(limiter, 1)
     sleeps_before = len(clock.sleeps)
     with pytest.raises(RateLimitTimeout) as caught:
         await limiter.acquire(1, max_wait=0.5)
     assert caught.value.wait_seconds == pytest.approx(before)
-    assert caught.value.retryable
-    assert limiter.projected_wait(1) == before
+    assert await projected_wait(limiter, 1) == before
     assert len(clock.sleeps) == sleeps_before
     assert clock.now == 1000.0
 
@@ -214,7 +191,7 @@ async def test_max_wait_that_suffices_is_honoured(clock: VirtualClock) -> None:
     """A request whose projected wait fits max_wait is served within it."""
     limiter = make(clock, rate=10.0, burst=1)
     await limiter.acquire(1)  # after idle this books the slack too: the next single waits 0.1 s
-    projected = limiter.projected_wait(3)
+    projected = await projected_wait(limiter, 3)
     assert projected > 0
     task = asyncio.get_running_loop().create_task(limiter.acquire(3, max_wait=projected))
     await clock.advance(5.0)
@@ -229,7 +206,7 @@ async def test_max_wait_projection_counts_queued_costs(clock: VirtualClock) -> N
     start(limiter, clock, 5, "big", grants)
     start(limiter, clock, 1, "one", grants)
     await clock.settle()
-    projected = limiter.projected_wait(1)
+    projected = await projected_wait(limiter, 1)
     task = asyncio.get_running_loop().create_task(limiter.acquire(1, max_wait=projected))
     await clock.advance(10.0)
     assert task.result() == pytest.approx(projected)
@@ -261,10 +238,10 @@ async def test_cancelled_middle_waiter_does_not_delay_those_behind(clock: Virtua
     middle = start(limiter, clock, 30, "middle", grants)
     start(limiter, clock, 1, "c", grants)
     await clock.settle()
-    assert limiter.projected_wait(1) == pytest.approx(3.3)
+    assert await projected_wait(limiter, 1) == pytest.approx(3.3)
     middle.cancel()
     await clock.settle()
-    assert limiter.projected_wait(1) == pytest.approx(0.3)
+    assert await projected_wait(limiter, 1) == pytest.approx(0.3)
     await clock.advance(1.0)
     assert grants == [("a", pytest.approx(1000.1)), ("c", pytest.approx(1000.2))]
 
@@ -279,7 +256,7 @@ async def test_cancel_while_sleeping_on_its_own_slot_restores_capacity(
     await clock.advance(0.5)
     task.cancel()
     await clock.settle()
-    assert limiter.projected_wait(1) == pytest.approx(0.5)
+    assert await projected_wait(limiter, 1) == pytest.approx(0.5)
     assert limiter.waiting == 0
 
 
@@ -287,10 +264,10 @@ async def test_set_rate_rescales_the_outstanding_debt(clock: VirtualClock) -> No
     """Doubling the rate halves the time still owed by recipients already admitted."""
     limiter = make(clock, rate=10.0, burst=0)
     await limiter.acquire(10)
-    assert limiter.projected_wait(1) == pytest.approx(1.0)
+    assert await projected_wait(limiter, 1) == pytest.approx(1.0)
     limiter.set_rate(20.0)
     assert limiter.rate == 20.0
-    assert limiter.projected_wait(1) == pytest.approx(0.5)
+    assert await projected_wait(limiter, 1) == pytest.approx(0.5)
 
 
 async def test_set_rate_refuses_bad_rates(clock: VirtualClock) -> None:
@@ -324,7 +301,7 @@ async def test_many_waiters_all_served_in_order_under_mixed_costs(clock: Virtual
         start(limiter, clock, cost, str(i), grants)
     await clock.advance(20.0)
     assert [name for name, _ in grants] == [str(i) for i in range(len(costs))]
-    assert limiter.projected_wait(100) == pytest.approx(0.0)
+    assert await limiter.acquire(100) == 0.0
     assert grants[-1][1] - 1000.0 <= (sum(costs) - costs[-1]) / 20.0
 
 
@@ -359,4 +336,4 @@ async def test_random_traffic_with_cancellations_keeps_order_and_bound(
         in_window = sum(cost for other, cost in times if at <= other < at + 1.0 - 1e-9)
         assert in_window <= rate + 1
     assert limiter.waiting == 0
-    assert limiter.projected_wait(1) == 0.0
+    assert await limiter.acquire(1) == 0.0

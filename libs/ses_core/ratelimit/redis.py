@@ -1,36 +1,34 @@
 """One account-wide send rate shared by every relay replica, kept in Redis.
 
-SES limits the whole account, so replicas must share one budget: the GCRA state (one timestamp,
-the theoretical arrival time) lives in Redis and is updated by a single Lua script that reads the
-server's own clock (`TIME`), so replicas need no synchronised clocks and no update can interleave.
-The script starts with `redis.replicate_commands()`, which makes reading `TIME` before a write
-safe under replication on Redis < 5 (later versions replicate effects anyway).
+SES limits the whole account, so replicas share one budget: the GCRA state (the theoretical
+arrival time, TAT) lives in Redis and is updated by a single Lua script that reads the server's
+own clock (`TIME`), so replicas need no synchronised clocks and no update can interleave. The
+script starts with `redis.replicate_commands()`, which makes reading `TIME` before a write safe
+under replication on Redis < 5 (later versions replicate effects anyway).
 
 How waiting works:
 - Inside one process, requests queue locally in arrival order and only the head talks to Redis,
-  so a process never overtakes its own earlier requests and Redis sees one request per process
-  at a time.
-- The head *reserves* its slot: the script advances the TAT and answers how long to wait until
-  the reserved slot, so replicas are served in the order their heads reached Redis (FIFO across
-  processes, no polling, and a large message cannot be starved by other replicas' small ones).
-  A `max_wait` that the slot would exceed makes the script take nothing.
-- The GCRA rules (and `burst`) are those of `LocalRateLimiter`: after an idle period only
-  `burst` recipients pass at once (the script books the slack unit on its first grant, as
-  `idle_start_debt` does locally). Processes wake up for their slots with some jitter
-  (scheduling, network), so slots are spread by `jitter` seconds per second (default 10 ms, i.e.
-  1% of the rate): what the processes actually send then still puts at most ceil(rate) + burst
-  recipients in any one-second window (see `slot_interval`).
+  so a process never overtakes its own earlier requests and sends Redis one request at a time.
+- The head *reserves* its slot: the script advances the TAT and answers how long to wait for
+  it, so replicas are served in the order their heads reached Redis (FIFO across processes, no
+  polling, and a large message cannot be starved by other replicas' small ones). A `max_wait`
+  that the slot would exceed makes the script take nothing.
+- The GCRA rules and `burst` are those of `LocalRateLimiter` (both written in `_gcra`).
+  Processes wake for their slots with some jitter (scheduling, network), so slots are spread by
+  `jitter` seconds per second: what the processes actually send still puts at most
+  ceil(rate) + burst recipients in any one-second window (see `slot_interval`).
 - A head cancelled while waiting for its slot gives it back when nobody reserved after it (the
-  TAT is still its own); otherwise the slot simply goes unused: others keep their slots, nobody
-  is delayed and the account is never over-sent. Queued requests behind the head hold nothing.
-  (A head cancelled during the script's round trip cannot know its slot; that slot goes unused.)
+  TAT is still its own); otherwise the slot goes unused: nobody is delayed and the account is
+  never over-sent. Queued requests behind the head hold nothing. (A head cancelled during the
+  script's round trip cannot know its slot; that slot goes unused.)
 
-When Redis cannot be reached the configured policy decides: `FailClosed` raises the retryable
-`RateLimiterUnavailable` (one WARNING; Redis is tried again at most once per `probe_interval`;
-one INFO when it answers again); `DegradeToLocal` switches to an in-process limiter at a
-fraction of the rate (one WARNING), probes Redis in the background at most once per
-`probe_interval`, and switches back (one INFO) once it answers. Requests already waiting in the
-local limiter finish there.
+When Redis cannot be reached the policy decides: `FailClosed` raises the retryable
+`RateLimiterUnavailable` and tries Redis again at most once per `probe_interval`;
+`DegradeToLocal` sends from an in-process limiter at a fraction of the rate (requests already
+waiting there finish there) and probes Redis in the background until it answers. Each switch
+logs one line (WARNING down, INFO back).
+
+The limiter owns its Redis client: leave an `async with` block or call `aclose()` to close it.
 """
 
 from __future__ import annotations
@@ -46,18 +44,17 @@ import redis.asyncio
 import redis.exceptions
 
 from ses_core.errors import RateLimiterUnavailable
-from ses_core.ratelimit.local import (
+from ses_core.ratelimit._gcra import (
+    GCRA_SCRIPT,
     WAIT_EPSILON,
-    Clock,
-    LocalRateLimiter,
-    Sleep,
     WaiterQueue,
-    check_burst,
-    check_cost,
-    check_max_wait,
-    check_rate,
     timeout_error,
+    validated_burst,
+    validated_cost,
+    validated_max_wait,
+    validated_rate,
 )
+from ses_core.ratelimit.local import Clock, LocalRateLimiter, Sleep
 
 if TYPE_CHECKING:
     from redis.commands.core import AsyncScript
@@ -65,65 +62,12 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 #: Errors that mean "Redis is not reachable right now" (not "the script is wrong").
-REDIS_DOWN_ERRORS: tuple[type[BaseException], ...] = (
+_REDIS_DOWN_ERRORS: tuple[type[BaseException], ...] = (
     redis.exceptions.ConnectionError,
     redis.exceptions.TimeoutError,
     redis.exceptions.BusyLoadingError,
     OSError,
 )
-
-# KEYS[1]: the GCRA key. ARGV: interval_us, capacity, cost, ahead_us, max_wait_us (-1: none),
-# mode ("reserve", "peek" or "refund"), refund_tat.
-# reserve: take the next slot for `cost` unless the wait would exceed max_wait; answers
-#          {taken (0/1), wait_us, tat_after} (wait counted from the server's now).
-# peek:    answers the wait a request would have behind `ahead_us` of queued work; takes nothing.
-# refund:  gives `cost` back if the TAT is still `refund_tat` (nobody reserved after it).
-GCRA_SCRIPT = """
-redis.replicate_commands()
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local interval = tonumber(ARGV[1])
-local capacity = tonumber(ARGV[2])
-local cost = tonumber(ARGV[3])
-local ahead = tonumber(ARGV[4])
-local max_wait = tonumber(ARGV[5])
-local mode = ARGV[6]
-local stored = redis.call('GET', KEYS[1])
-local tat = now
-local idle = true
-if stored then
-  tat = tonumber(stored)
-  if tat > now then idle = false else tat = now end
-end
-if mode == 'refund' then
-  if stored and stored == ARGV[7] then
-    local back = tat - cost * interval
-    if back <= now then
-      redis.call('DEL', KEYS[1])
-    else
-      local ttl = math.ceil((back - now) / 1000) + 1000
-      redis.call('SET', KEYS[1], string.format('%.3f', back), 'PX', ttl)
-    end
-    return {1, 0, '0'}
-  end
-  return {0, 0, '0'}
-end
-local used = cost
-if used > capacity then used = capacity end
-local wait = tat + ahead - (capacity - used) * interval - now
-if wait < 0 then wait = 0 end
-if mode == 'peek' or (max_wait >= 0 and wait > max_wait) then
-  return {0, math.ceil(wait), '0'}
-end
-local new_tat = tat + cost * interval
-if idle and cost < capacity and capacity > 1 then
-  -- as LocalRateLimiter (idle_start_debt): book the slack unit on the first grant after idle
-  new_tat = new_tat + interval
-end
-local encoded = string.format('%.3f', new_tat)
-redis.call('SET', KEYS[1], encoded, 'PX', math.ceil((new_tat - now) / 1000) + 1000)
-return {1, math.ceil(wait), encoded}
-"""
 
 
 @attrs.frozen
@@ -151,7 +95,7 @@ class DegradeToLocal:
     probe_interval: float = 5.0
 
     @fraction.validator
-    def _check_fraction(self, _attribute: object, value: float) -> None:
+    def _require_fraction(self, _attribute: object, value: float) -> None:
         if not 0 < value <= 1:
             message = f"fraction must be in (0, 1], got {value!r}"
             raise ValueError(message)
@@ -168,7 +112,11 @@ class _Reply:
 
 
 class RedisRateLimiter:
-    """GCRA limiter shared through Redis; see the module docstring for the rules."""
+    """GCRA limiter shared through Redis; see the module docstring for the rules.
+
+    It owns `redis` (the client passed in or made by `from_url`) and closes it on `aclose()` or
+    at the end of an `async with` block.
+    """
 
     def __init__(
         self,
@@ -184,8 +132,8 @@ class RedisRateLimiter:
     ) -> None:
         self._redis = redis
         self._key = key
-        self._rate = check_rate(rate)
-        self._capacity = check_burst(burst) + 1
+        self._rate = validated_rate(rate)
+        self._capacity = validated_burst(burst) + 1
         if not 0 <= jitter < 1:
             message = f"jitter must be in [0, 1) seconds, got {jitter!r}"
             raise ValueError(message)
@@ -245,8 +193,8 @@ class RedisRateLimiter:
         """Seconds between two single-recipient slots in the shared schedule.
 
         1/rate, stretched just enough that slots shifted by up to `jitter` seconds between
-        processes still put at most ceil(rate) + burst sends in any one-second window: with
-        the default 10 ms this costs 1% of the rate.
+        processes still put at most ceil(rate) + burst sends in any one-second window (the
+        default 10 ms costs 1% of the rate).
         """
         return max(1.0 / self._rate, (1.0 + self._jitter) / math.ceil(self._rate))
 
@@ -257,12 +205,18 @@ class RedisRateLimiter:
 
     def set_rate(self, rate: float) -> None:
         """Change the rate used by this replica (and its local fallback)."""
-        self._rate = check_rate(rate)
+        self._rate = validated_rate(rate)
         if self._local is not None and isinstance(self._policy, DegradeToLocal):
             self._local.set_rate(rate * self._policy.fraction)
 
+    async def __aenter__(self) -> RedisRateLimiter:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
     async def aclose(self) -> None:
-        """Stop the background probe and close the Redis connection pool."""
+        """Stop the background probe, wait for slot give-backs in flight, close the client."""
         if self._probe is not None:
             self._probe.cancel()
             await asyncio.gather(self._probe, return_exceptions=True)
@@ -272,8 +226,8 @@ class RedisRateLimiter:
 
     async def acquire(self, cost: int, *, max_wait: float | None = None) -> float:
         """Wait for `cost` recipients of account-wide capacity; return the seconds waited."""
-        check_cost(cost)
-        check_max_wait(max_wait)
+        validated_cost(cost)
+        validated_max_wait(max_wait)
         start = self._clock()
         if self._degraded:
             return await self._local_acquire(cost, max_wait, start)
@@ -321,7 +275,7 @@ class RedisRateLimiter:
     async def _send_refund(self, cost: int, tat: str) -> None:
         try:
             await self._run_script(cost, "refund", refund_tat=tat)
-        except REDIS_DOWN_ERRORS as error:
+        except _REDIS_DOWN_ERRORS as error:
             log.info("could not give back a cancelled rate-limit slot: %s", error)
 
     async def _local_acquire(self, cost: int, max_wait: float | None, start: float) -> float:
@@ -343,7 +297,7 @@ class RedisRateLimiter:
             self._raise_unavailable(None)
         try:
             result = await self._run_script(cost, mode, ahead=ahead, max_wait=max_wait)
-        except REDIS_DOWN_ERRORS as error:
+        except _REDIS_DOWN_ERRORS as error:
             self._on_down(error)
             return None
         if self._closed_down:
@@ -403,7 +357,7 @@ class RedisRateLimiter:
             await self._sleep(self._policy.probe_interval)
             try:
                 await self._redis.ping()
-            except REDIS_DOWN_ERRORS as error:
+            except _REDIS_DOWN_ERRORS as error:
                 log.debug("rate limiter store still unreachable: %s", error)
                 continue
             self._degraded = False

@@ -3,9 +3,9 @@
 SES publishes the account's `MaxSendRate` (recipients per second) and its rolling 24-hour quota.
 `SendQuotaPoller` reads them at start and every few minutes, preferring SES v2 `GetAccount`
 (which also says whether sending is enabled) and falling back to SES v1 `GetSendQuota`; it never
-makes more than one call per second (SES limits its non-send API calls to 1/s). The first
-successful answer sets the limiter's rate; until then, and when SES never answers, the limiter runs
-at the fixed fallback rate. Later failures keep the last known rate.
+makes more than one call per second (SES's limit on its non-send API calls, `docs/ses-facts.md`).
+The first successful answer sets the limiter's rate; until then, and when SES never answers, the
+limiter runs at the fixed fallback rate. Later failures keep the last known rate.
 
 `QuotaGuardedLimiter` wraps any limiter and refuses with the retryable `DailyQuotaExhausted` once
 the daily quota is known to be used up (SentLast24Hours, plus what this process sent since the
@@ -29,15 +29,16 @@ import attrs
 import botocore.exceptions
 
 from ses_core.errors import DailyQuotaExhausted
-from ses_core.ratelimit.local import AdjustableRateLimiter, Clock, Sleep, check_rate
+from ses_core.ratelimit._gcra import validated_rate
+from ses_core.ratelimit.local import AdjustableRateLimiter, Clock, Sleep
 
 log = logging.getLogger(__name__)
 
-#: SES's documented limit for its non-send API calls.
-MIN_CALL_SPACING = 1.0
+#: Seconds between two calls: SES's limit on its non-send API calls (`docs/ses-facts.md`).
+_MIN_CALL_SPACING = 1.0
 
 #: Errors from boto3 that mean "SES did not answer this time" (throttling, network, auth).
-SES_CALL_ERRORS: tuple[type[BaseException], ...] = (
+_SES_CALL_ERRORS: tuple[type[BaseException], ...] = (
     botocore.exceptions.ClientError,
     botocore.exceptions.BotoCoreError,
 )
@@ -116,11 +117,11 @@ class SendQuotaPoller:
         if sesv2_client is None and ses_client is None:
             message = "SendQuotaPoller needs an sesv2 or ses client"
             raise ValueError(message)
-        if not interval >= 2 * MIN_CALL_SPACING:
-            message = f"interval must be at least {2 * MIN_CALL_SPACING} s, got {interval!r}"
+        if not interval >= 2 * _MIN_CALL_SPACING:
+            message = f"interval must be at least {2 * _MIN_CALL_SPACING} s, got {interval!r}"
             raise ValueError(message)
         self._limiter = limiter
-        self._fallback_rate = check_rate(fallback_rate)
+        self._fallback_rate = validated_rate(fallback_rate)
         self._sesv2 = sesv2_client
         self._ses = ses_client
         self._interval = interval
@@ -158,7 +159,7 @@ class SendQuotaPoller:
             log.warning("SES reports the daily sending quota exhausted")
         self._exhausted_reported = True
 
-    def check(self) -> None:
+    def raise_if_exhausted(self) -> None:
         """Raise `DailyQuotaExhausted` when no recipient may be sent now."""
         if not self.exhausted:
             return
@@ -225,7 +226,7 @@ class SendQuotaPoller:
             try:
                 response = await self._call(self._sesv2.get_account)
                 return SendQuota.from_get_account(response)
-            except SES_CALL_ERRORS as error:
+            except _SES_CALL_ERRORS as error:
                 log.warning("SES GetAccount failed: %s", error)
             except (KeyError, TypeError, ValueError) as error:
                 log.warning("SES GetAccount answer not understood: %r", error)
@@ -233,16 +234,16 @@ class SendQuotaPoller:
             try:
                 response = await self._call(self._ses.get_send_quota)
                 return SendQuota.from_get_send_quota(response)
-            except SES_CALL_ERRORS as error:
+            except _SES_CALL_ERRORS as error:
                 log.warning("SES GetSendQuota failed: %s", error)
             except (KeyError, TypeError, ValueError) as error:
                 log.warning("SES GetSendQuota answer not understood: %r", error)
         return None
 
     async def _call(self, method: Any) -> Mapping[str, Any]:
-        """Call SES at least `MIN_CALL_SPACING` after the previous call, one call at a time."""
+        """Call SES at least `_MIN_CALL_SPACING` after the previous call, one call at a time."""
         async with self._call_lock:
-            gap = self._last_call + MIN_CALL_SPACING - self._clock()
+            gap = self._last_call + _MIN_CALL_SPACING - self._clock()
             if gap > 0:
                 await self._sleep(gap)
             self._last_call = self._clock()
@@ -268,7 +269,7 @@ class QuotaGuardedLimiter:
 
     async def acquire(self, cost: int, *, max_wait: float | None = None) -> float:
         """Refuse when the daily quota is used up; else wait for the rate, count the recipients."""
-        self._poller.check()
+        self._poller.raise_if_exhausted()
         waited = await self._inner.acquire(cost, max_wait=max_wait)
         self._poller.record_sent(cost)
         return waited

@@ -1,4 +1,4 @@
-"""One SMTP mail transaction (MAIL, RCPT..., DATA) on a pooled session, and where it failed.
+"""One SMTP mail transaction (MAIL, RCPT..., DATA, body) on a pooled session, and how far it got.
 
 The client needs to know exactly how far a transaction got when the session breaks:
 - before the message body was handed to the socket, SES cannot have accepted the message, so
@@ -7,47 +7,47 @@ The client needs to know exactly how far a transaction got when the session brea
   accepted it: that is the one ambiguous case, and the client must not resend on its own.
 
 aiosmtplib's `data()` sends the DATA command and the body in one call and raises the same
-`SMTPServerDisconnected` for a loss before the `354` and after the final '.', so this module sends
-`DATA` with `execute_command` and writes the body itself. That means doing here what
-`data()` would do: line endings normalised to CRLF (bare LF and bare CR included, as aiosmtplib's
-own `normalize_message_line_endings`) and dot-stuffing (a line starting with '.' gets another).
+`SMTPServerDisconnected` for a loss before the `354` and after the final '.', so this module
+writes the commands and the body itself. That means doing here what aiosmtplib would do: the
+same address quoting and control-character checks, line endings normalised to CRLF (bare LF and
+bare CR included) and dot-stuffing (a line starting with '.' gets another).
 
-PIPELINING (RFC 2920; SES offers it): when the server advertises it, MAIL, every RCPT and DATA
-go out in one write and the replies are read in order, saving a round trip per command. The
-body still waits for the `354`, so the failure semantics are the same as without pipelining: a
-loss before the `354` is "not sent", a loss after the body is the ambiguous case, and each
-RCPT reply is still that recipient's verdict. A refused MAIL applies to every recipient (the
-RCPT and DATA replies that follow it, `503` in practice, are read and ignored).
+One state machine serves both dialogues. With PIPELINING (RFC 2920; SES offers it) MAIL, every
+RCPT and DATA go out in one write and the replies are read in order; without it each command is
+written right before its reply is read. The body always waits for the `354`, so the failure
+semantics are the same either way: a loss before the `354` is "not sent", a loss after the body
+is the ambiguous case, and each RCPT reply is that recipient's verdict. A refused MAIL applies to
+every recipient (pipelined RCPT and DATA replies that follow it, `503` in practice, are read and
+ignored). A reply that cannot be parsed ends the session like a broken connection.
 """
 
 from __future__ import annotations
 
 import enum
-import functools
 import re
 from collections.abc import Awaitable, Callable
 
 import aiosmtplib
 import attrs
-from aiosmtplib.email import quote_address
-from aiosmtplib.protocol import COMMAND_INJECTION_REGEX
 
-from ses_core.smtp._pool import PipeliningProtocol, PooledConnection, abort_session
-from ses_core.smtp.results import ReplyClass, classify_reply
+from ses_core.smtp._pipelining import Commands, command_line
+from ses_core.smtp._pool import PooledConnection
+from ses_core.smtp._session import abort_session
+from ses_core.smtp.results import Reply, ReplyClass
 
 _LINE_ENDING = re.compile(rb"\r\n|\r|\n")
 _LEADING_DOT = re.compile(rb"(?m)^\.")
 
 #: Called with the number of recipients the upstream accepted, right before the body is written;
 #: None means go ahead, a Reply means do not send (the limiter had no tokens for it).
-Charge = Callable[[int], Awaitable["Reply | None"]]
+Charge = Callable[[int], Awaitable[Reply | None]]
 
 SMTPUTF8_MISSING = "5.6.7 message needs SMTPUTF8 but the upstream does not offer it"
 EIGHTBITMIME_MISSING = "5.6.3 message has 8-bit content but the upstream does not offer 8BITMIME"
 
 
 @attrs.frozen
-class Payload:
+class MessageData:
     """A message body ready for the wire.
 
     Attributes:
@@ -59,7 +59,7 @@ class Payload:
     size: int
 
     @classmethod
-    def from_message_data(cls, data: bytes) -> Payload:
+    def from_bytes(cls, data: bytes) -> MessageData:
         """Normalise every line ending to CRLF, end with CRLF, dot-stuff, terminate."""
         if data.count(b"\n") == data.count(b"\r\n") == data.count(b"\r"):
             normalized = data  # already CRLF throughout (the usual case): no copy
@@ -68,30 +68,10 @@ class Payload:
         if not normalized.endswith(b"\r\n"):
             normalized += b"\r\n"
         if normalized.startswith(b".") or b"\n." in normalized:
-            normalized_wire = _LEADING_DOT.sub(b"..", normalized)
+            stuffed = _LEADING_DOT.sub(b"..", normalized)
         else:
-            normalized_wire = normalized
-        return cls(wire=normalized_wire + b".\r\n", size=len(normalized))
-
-
-@attrs.frozen
-class Reply:
-    """A reply (or a locally made equivalent) and its class.
-
-    Attributes:
-        code: SMTP reply code.
-        text: reply text.
-        reply_class: its meaning; usually `classify_reply(code, text)`.
-    """
-
-    code: int
-    text: str
-    reply_class: ReplyClass
-
-    @classmethod
-    def from_upstream(cls, code: int, text: str) -> Reply:
-        """A reply as the upstream sent it, classified."""
-        return cls(code, text, classify_reply(code, text))
+            stuffed = normalized
+        return cls(wire=stuffed + b".\r\n", size=len(normalized))
 
 
 class Loss(enum.Enum):
@@ -103,20 +83,20 @@ class Loss(enum.Enum):
 
 
 @attrs.frozen
-class Envelope:
+class SmtpEnvelope:
     """What one transaction sends.
 
     Attributes:
         sender: MAIL FROM address.
         recipients: RCPT TO addresses (at most 50).
-        payload: the prepared body.
+        data: the prepared body.
         smtputf8: ask for SMTPUTF8 (required for non-ASCII addresses).
         eightbit: declare BODY=8BITMIME when the server offers it.
     """
 
     sender: str
     recipients: tuple[str, ...]
-    payload: Payload
+    data: MessageData
     smtputf8: bool
     eightbit: bool
 
@@ -156,12 +136,12 @@ class TransactionOutcome:
         )
 
 
-_BROKEN = (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPTimeoutError, OSError)
+_BROKEN = (aiosmtplib.SMTPException, OSError)
 
 
 async def run_transaction(
     connection: PooledConnection,
-    envelope: Envelope,
+    envelope: SmtpEnvelope,
     timeout: float,
     charge: Charge | None = None,
 ) -> TransactionOutcome:
@@ -177,7 +157,7 @@ async def run_transaction(
         return TransactionOutcome.for_all(
             recipients, Reply(553, SMTPUTF8_MISSING, ReplyClass.PERMANENT), reusable=True
         )
-    if not smtp.supports_extension("8bitmime") and not envelope.payload.wire.isascii():
+    if not smtp.supports_extension("8bitmime") and not envelope.data.wire.isascii():
         # RFC 6152: 8-bit octets must never go to a server without 8BITMIME; the client does
         # not downgrade to 7-bit MIME, so it reports the message undeliverable there.
         return TransactionOutcome.for_all(
@@ -185,90 +165,24 @@ async def run_transaction(
         )
     options = []
     if smtp.supports_extension("size"):
-        options.append(f"SIZE={envelope.payload.size}")
+        options.append(f"SIZE={envelope.data.size}")
     if needs_utf8:
         options.append("SMTPUTF8")
     if envelope.eightbit and smtp.supports_extension("8bitmime"):
         options.append("BODY=8BITMIME")
     encoding = "utf-8" if needs_utf8 else "ascii"
-    protocol = smtp.protocol
-    if isinstance(protocol, PipeliningProtocol) and smtp.supports_extension("pipelining"):
-        return await _run_pipelined(
-            connection, protocol, envelope, options, encoding, timeout, charge
-        )
 
     try:
-        await smtp.mail(envelope.sender, options=options, encoding=encoding, timeout=timeout)
-    except aiosmtplib.SMTPResponseException as exc:
-        return await _abandon(smtp, recipients, Reply.from_upstream(exc.code, exc.message))
-    except _BROKEN:
-        smtp.close()
-        return TransactionOutcome({}, Loss.BEFORE_BODY, reusable=False, stale=connection.reused)
-    except (ValueError, aiosmtplib.SMTPException):
-        # aiosmtplib refuses, before sending, an address it cannot quote or that holds control
-        # characters: the sender is unusable for every recipient.
-        reply = Reply(501, "5.1.7 invalid sender address", ReplyClass.PERMANENT)
-        return TransactionOutcome.for_all(recipients, reply, reusable=True)
-
-    replies: dict[str, Reply] = {}
-    accepted: list[str] = []
-    for recipient in recipients:
-        try:
-            await smtp.rcpt(recipient, encoding=encoding, timeout=timeout)
-        except aiosmtplib.SMTPResponseException as exc:
-            replies[recipient] = Reply.from_upstream(exc.code, exc.message)
-            if exc.code == 421:
-                # aiosmtplib closed the session; the rest share the server's verdict.
-                closing = replies[recipient]
-                return TransactionOutcome(
-                    {r: replies.get(r, closing) for r in recipients}, reusable=False, recycle=True
-                )
-        except _BROKEN:
-            smtp.close()
-            return TransactionOutcome(replies, Loss.BEFORE_BODY, reusable=False)
-        except (ValueError, aiosmtplib.SMTPException):
-            replies[recipient] = Reply(501, "5.1.3 invalid recipient address", ReplyClass.PERMANENT)
-        else:
-            accepted.append(recipient)
-    if not accepted:
-        outcome = await _abandon(smtp, (), Reply(250, "", ReplyClass.SUCCESS))
-        return attrs.evolve(outcome, replies=replies)
-
-    try:
-        start = await smtp.execute_command(b"DATA", timeout=timeout)
-    except _BROKEN:
-        smtp.close()
-        return TransactionOutcome(replies, Loss.BEFORE_BODY, reusable=False)
-    if start.code != 354:
-        rest = await _abandon(smtp, tuple(accepted), Reply.from_upstream(start.code, start.message))
-        return attrs.evolve(rest, replies={**replies, **rest.replies})
-
-    return await _send_body(connection, envelope.payload, accepted, replies, timeout, charge)
-
-
-async def _run_pipelined(
-    connection: PooledConnection,
-    protocol: PipeliningProtocol,
-    envelope: Envelope,
-    options: list[str],
-    encoding: str,
-    timeout: float,
-    charge: Charge | None,
-) -> TransactionOutcome:
-    """The transaction with MAIL, RCPT... and DATA in one write (see the module docstring)."""
-    recipients = envelope.recipients
-    try:
-        mail = _command(b"MAIL FROM:", envelope.sender, options, encoding)
+        lines = [command_line(b"MAIL FROM:", envelope.sender, options, encoding)]
     except (ValueError, UnicodeError):
-        # Same as aiosmtplib refusing it before sending: the sender is unusable for everyone.
+        # Checked before sending, as aiosmtplib does: the sender is unusable for everyone.
         reply = Reply(501, "5.1.7 invalid sender address", ReplyClass.PERMANENT)
         return TransactionOutcome.for_all(recipients, reply, reusable=True)
     replies: dict[str, Reply] = {}
     sent: list[str] = []
-    lines = [mail]
     for recipient in recipients:
         try:
-            lines.append(_command(b"RCPT TO:", recipient, [], encoding))
+            lines.append(command_line(b"RCPT TO:", recipient, [], encoding))
         except (ValueError, UnicodeError):
             replies[recipient] = Reply(501, "5.1.3 invalid recipient address", ReplyClass.PERMANENT)
         else:
@@ -277,40 +191,40 @@ async def _run_pipelined(
         return TransactionOutcome(replies)
     lines.append(b"DATA\r\n")
 
-    protocol.expect(len(lines))
+    protocol = smtp.protocol
+    if protocol is None:
+        smtp.close()
+        return TransactionOutcome({}, Loss.BEFORE_BODY, reusable=False, stale=connection.reused)
+    pipelined = smtp.supports_extension("pipelining")
+    commands = Commands(protocol, lines, timeout, pipelined=pipelined)
     try:
-        return await _pipelined_replies(
-            connection, protocol, envelope, lines, sent, replies, timeout, charge
-        )
+        return await _converse(connection, envelope, commands, sent, replies, charge)
     finally:
-        protocol.expect(0)
+        commands.finish()
 
 
-async def _pipelined_replies(
+async def _converse(
     connection: PooledConnection,
-    protocol: PipeliningProtocol,
-    envelope: Envelope,
-    lines: list[bytes],
+    envelope: SmtpEnvelope,
+    commands: Commands,
     sent: list[str],
     replies: dict[str, Reply],
-    timeout: float,
     charge: Charge | None,
 ) -> TransactionOutcome:
     smtp = connection.smtp
     recipients = envelope.recipients
     try:
-        protocol.write(b"".join(lines))
-        mail = await protocol.read_response(timeout=timeout)
-    except _BROKEN:
-        smtp.close()
-        return TransactionOutcome({}, Loss.BEFORE_BODY, reusable=False, stale=connection.reused)
+        mail = await commands.next_reply()
     except aiosmtplib.SMTPResponseException:
         # An unparsable reply: the session cannot be trusted any more; nothing was sent.
         smtp.close()
         return TransactionOutcome({}, Loss.BEFORE_BODY, reusable=False)
+    except _BROKEN:
+        smtp.close()
+        return TransactionOutcome({}, Loss.BEFORE_BODY, reusable=False, stale=connection.reused)
     if mail.code != 250:
         refused = Reply.from_upstream(mail.code, mail.message)
-        if mail.code == 421 or not await _skip_replies(protocol, len(lines) - 1, timeout):
+        if mail.code == 421 or not await commands.skip_unanswered():
             smtp.close()
             return TransactionOutcome(
                 {r: refused for r in recipients}, reusable=False, recycle=mail.code == 421
@@ -321,8 +235,8 @@ async def _pipelined_replies(
     accepted: list[str] = []
     for recipient in sent:
         try:
-            rcpt = await protocol.read_response(timeout=timeout)
-        except (aiosmtplib.SMTPException, OSError):
+            rcpt = await commands.next_reply()
+        except _BROKEN:
             smtp.close()
             return TransactionOutcome(replies, Loss.BEFORE_BODY, reusable=False)
         if rcpt.code in (250, 251):
@@ -336,63 +250,38 @@ async def _pipelined_replies(
                 {r: replies.get(r, closing) for r in recipients}, reusable=False, recycle=True
             )
 
+    if not accepted and not commands.unanswered:
+        # Every RCPT refused and DATA not written: end the transaction without it.
+        outcome = await _abandon(smtp, (), Reply(250, "", ReplyClass.SUCCESS))
+        return attrs.evolve(outcome, replies=replies)
     try:
-        start = await protocol.read_response(timeout=timeout)
-    except (aiosmtplib.SMTPException, OSError):
+        start = await commands.next_reply()
+    except _BROKEN:
         smtp.close()
         return TransactionOutcome(replies, Loss.BEFORE_BODY, reusable=False)
-    protocol.expect(0)
-    if start.code == 354 and not accepted:
-        # Every RCPT refused yet DATA accepted (RFC 2920 section 3.1): end the empty message.
+    commands.finish()
+    if start.code != 354:
+        rest = await _abandon(smtp, tuple(accepted), Reply.from_upstream(start.code, start.message))
+        return attrs.evolve(rest, replies={**replies, **rest.replies})
+    if not accepted:
+        # Every pipelined RCPT refused yet DATA accepted (RFC 2920 section 3.1): end the empty
+        # message.
         try:
-            protocol.write(b".\r\n")
-            await protocol.read_response(timeout=timeout)
-        except (aiosmtplib.SMTPException, OSError):
+            commands.write(b".\r\n")
+            await commands.read()
+        except _BROKEN:
             smtp.close()
             return TransactionOutcome(replies, reusable=False)
         return TransactionOutcome(replies)
-    if start.code != 354:
-        if not accepted:
-            outcome = await _abandon(smtp, (), Reply(250, "", ReplyClass.SUCCESS))
-            return attrs.evolve(outcome, replies=replies)
-        rest = await _abandon(smtp, tuple(accepted), Reply.from_upstream(start.code, start.message))
-        return attrs.evolve(rest, replies={**replies, **rest.replies})
-    return await _send_body(connection, envelope.payload, accepted, replies, timeout, charge)
-
-
-async def _skip_replies(protocol: PipeliningProtocol, count: int, timeout: float) -> bool:
-    """Read and ignore `count` pipelined replies; False when the session broke meanwhile."""
-    try:
-        for _ in range(count):
-            await protocol.read_response(timeout=timeout)
-    except (aiosmtplib.SMTPException, OSError):
-        return False
-    return True
-
-
-def _command(verb: bytes, address: str, options: list[str], encoding: str) -> bytes:
-    """One MAIL/RCPT line as aiosmtplib would send it (same address checks)."""
-    parts = [verb + _quoted(address, encoding)]
-    parts.extend(option.encode("ascii") for option in options)
-    for part in parts:
-        if COMMAND_INJECTION_REGEX.search(part):
-            message = "command argument contains a control character"
-            raise ValueError(message)
-    return b" ".join(parts) + b"\r\n"
-
-
-@functools.lru_cache(maxsize=4096)
-def _quoted(address: str, encoding: str) -> bytes:
-    """`<address>` as aiosmtplib quotes it (its parser is slow; senders and recipients repeat)."""
-    return quote_address(address).encode(encoding)
+    return await _send_body(connection, envelope.data, accepted, replies, commands, charge)
 
 
 async def _send_body(
     connection: PooledConnection,
-    payload: Payload,
+    data: MessageData,
     accepted: list[str],
     replies: dict[str, Reply],
-    timeout: float,
+    commands: Commands,
     charge: Charge | None,
 ) -> TransactionOutcome:
     """After the `354`: take the tokens, write the body and its final '.', read the verdict."""
@@ -405,18 +294,15 @@ async def _send_body(
             abort_session(smtp)
             replies.update((r, refusal) for r in accepted)
             return TransactionOutcome(replies, reusable=False, recycle=True, held_back=True)
-    protocol = smtp.protocol
     try:
-        if protocol is None:
-            raise aiosmtplib.SMTPServerDisconnected("Connection lost")
-        protocol.write(payload.wire)
+        commands.write(data.wire)
     except _BROKEN:
         smtp.close()
         return TransactionOutcome(replies, Loss.BEFORE_BODY, reusable=False)
     connection.messages += 1
     try:
-        final = await protocol.read_response(timeout=timeout)
-    except (aiosmtplib.SMTPException, OSError):
+        final = await commands.read()
+    except _BROKEN:
         smtp.close()
         return TransactionOutcome(replies, Loss.AFTER_BODY, reusable=False)
     reply = Reply.from_upstream(final.code, final.message)
@@ -438,7 +324,7 @@ async def _abandon(
         )
     try:
         await smtp.rset()
-    except (aiosmtplib.SMTPException, OSError):
+    except _BROKEN:
         smtp.close()
         return TransactionOutcome.for_all(recipients, reply, reusable=False)
     return TransactionOutcome.for_all(recipients, reply, reusable=True)

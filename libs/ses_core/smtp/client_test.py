@@ -19,16 +19,10 @@ from ses_core.errors import (
     RateLimitTimeout,
     UpstreamUnavailable,
 )
-from ses_core.smtp._pool import PipeliningProtocol
-from ses_core.smtp.client import (
-    AMBIGUOUS_TEXT,
-    MessageSender,
-    OutboundMessage,
-    Outcome,
-    ReplyClass,
-    SesSmtpClient,
-    SmtpSettings,
-)
+from ses_core.smtp import MessageSender, OutboundMessage, Outcome, ReplyClass, SmtpSettings
+from ses_core.smtp._pipelining import PipeliningProtocol
+from ses_core.smtp.client import AMBIGUOUS_TEXT, PARTIAL_RETRY_ROUNDS, SesSmtpClient
+from ses_core.testing.certs import TestCertificates
 from ses_core.testing.upstream import (
     SES_ACCESS_DENIED,
     SES_BAD_CREDENTIALS,
@@ -47,7 +41,6 @@ from ses_core.testing.upstream import (
     Stage,
     TlsMode,
 )
-from ses_core.testing.certs import TestCertificates
 
 USER = "AKIATESTUSER"
 PASSWORD = "test-smtp-password"
@@ -82,11 +75,6 @@ class FakeLimiter:
         if self.error is not None:
             raise self.error
         return 0.25
-
-
-@pytest.fixture(scope="module")
-def certificates(tmp_path_factory: pytest.TempPathFactory) -> TestCertificates:
-    return TestCertificates.create(str(tmp_path_factory.mktemp("tls")))
 
 
 @pytest.fixture(params=["lockstep", "pipelining"])
@@ -214,12 +202,12 @@ async def test_concurrent_senders_never_exceed_the_pool_size(
     assert upstream.accepted == 20
 
 
-async def test_check_opens_a_session_and_says_noop(
+async def test_probe_opens_a_session_and_says_noop(
     client: SesSmtpClient, upstream: SmtpUpstream
 ) -> None:
-    """check() succeeds against a healthy upstream and leaves the session pooled."""
+    """probe() succeeds against a healthy upstream and leaves the session pooled."""
     sender: MessageSender = client  # SesSmtpClient is a MessageSender
-    await sender.check()
+    await sender.probe()
     assert client.stats.idle == 1
     assert upstream.connections_opened == 1
 
@@ -402,40 +390,40 @@ async def test_auth_failures_defer_at_once_and_log_an_error(
     assert PASSWORD not in caplog.text
 
 
-async def test_wrong_password_makes_check_raise_and_is_never_logged(
+async def test_wrong_password_makes_probe_raise_and_is_never_logged(
     upstream: SmtpUpstream,
     certificates: TestCertificates,
     fake_time: FakeTime,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """Invalid credentials make check() raise UpstreamUnavailable; the password stays secret."""
+    """Invalid credentials make probe() raise UpstreamUnavailable; the password stays secret."""
     secret = "wrong-secret-password"
     async with make_client(upstream, certificates, fake_time, password=secret) as client:
         with caplog.at_level(logging.DEBUG), pytest.raises(UpstreamUnavailable) as caught:
-            await client.check()
+            await client.probe()
         assert "535" in str(caught.value)
         assert secret not in repr(client)
         assert secret not in repr(settings_for(upstream, certificates, password=secret))
     assert secret not in caplog.text
 
 
-async def test_check_fails_at_once_while_the_pool_backs_off_after_a_failed_login(
+async def test_probe_fails_at_once_while_the_pool_backs_off_after_a_failed_login(
     client: SesSmtpClient, upstream: SmtpUpstream, fake_time: FakeTime
 ) -> None:
     """A readiness probe must answer within its own timeout: after a rejected login the next
-    check reports that failure without sleeping out the reconnect backoff or logging in again;
-    once the backoff has passed, a check tries again and sees the upstream healthy."""
+    probe reports that failure without sleeping out the reconnect backoff or logging in again;
+    once the backoff has passed, a probe tries again and sees the upstream healthy."""
     upstream.faults.set(Fault.reply(Stage.AUTH, *SES_BAD_CREDENTIALS))
     with pytest.raises(UpstreamUnavailable):
-        await client.check()
+        await client.probe()
     attempts, sleeps = upstream.auth_attempts, list(fake_time.sleeps)
     with pytest.raises(UpstreamUnavailable, match="535"):
-        await client.check()
+        await client.probe()
     assert upstream.auth_attempts == attempts
     assert fake_time.sleeps == sleeps
     upstream.faults.clear()
     fake_time.now += 60.0
-    await client.check()
+    await client.probe()
     assert upstream.auth_attempts == attempts + 1
 
 
@@ -502,6 +490,73 @@ async def test_refusals_are_per_recipient(
     assert fake_time.sleeps == [1.0]
 
 
+async def test_partial_acceptance_resends_to_the_deferred_only(
+    upstream: SmtpUpstream, certificates: TestCertificates, fake_time: FakeTime
+) -> None:
+    """Accepted + deferred after the chunk's attempts ran out: the deferred recipient alone is
+    resent in a further round within the deadline, so each recipient gets exactly one copy."""
+    upstream.faults.set(Fault.reply(Stage.RCPT, 451, "Try later", recipient="b@example.com"))
+    async with make_client(upstream, certificates, fake_time, max_attempts=1) as client:
+        result = await client.send(message("a@example.com", "b@example.com"))
+    assert result.all_accepted
+    assert result.attempts == 2
+    assert [m.recipients for m in upstream.messages] == [("a@example.com",), ("b@example.com",)]
+    assert fake_time.sleeps == []
+
+
+async def test_partial_acceptance_stops_after_the_rounds_or_the_deadline(
+    upstream: SmtpUpstream, certificates: TestCertificates, fake_time: FakeTime
+) -> None:
+    """A recipient that stays deferred is resent in at most PARTIAL_RETRY_ROUNDS rounds, and
+    not at all once the deadline has passed; it ends DEFERRED with the upstream's reply."""
+
+    class DeadlineEatingLimiter(FakeLimiter):
+        async def acquire(self, cost: int, *, max_wait: float | None = None) -> float:
+            fake_time.now += 2.0
+            return 2.0
+
+    upstream.faults.set(
+        Fault.reply(Stage.RCPT, 451, "Try later", recipient="b@example.com"), times=None
+    )
+    async with make_client(upstream, certificates, fake_time, max_attempts=1) as client:
+        rounds = await client.send(message("a@example.com", "b@example.com"))
+    limiter = DeadlineEatingLimiter()
+    async with make_client(
+        upstream, certificates, fake_time, limiter=limiter, max_attempts=1
+    ) as client:
+        late = await client.send(
+            message("a@example.com", "b@example.com"), deadline=fake_time.now + 2.0
+        )
+    assert rounds.attempts == 1 + PARTIAL_RETRY_ROUNDS
+    assert late.attempts == 1
+    for result in (rounds, late):
+        assert [(r.outcome, r.code) for r in result.recipients] == [
+            (Outcome.ACCEPTED, 250),
+            (Outcome.DEFERRED, 451),
+        ]
+        assert result.recipients[1].text == "Try later"
+
+
+async def test_rate_limited_recipients_are_not_resent_after_partial_acceptance(
+    upstream: SmtpUpstream, certificates: TestCertificates, fake_time: FakeTime
+) -> None:
+    """A chunk deferred because the limiter has no capacity before the deadline stays DEFERRED
+    as RATE_LIMITED even though another chunk was accepted: no further round asks again."""
+    limiter = ScriptedLimiter(None, RateLimitTimeout("no capacity", wait_seconds=40.0))
+    async with make_client(
+        upstream, certificates, fake_time, limiter=limiter, max_recipients_per_message=1
+    ) as client:
+        result = await client.send(
+            message("a@example.com", "b@example.com"), deadline=fake_time.now + 30.0
+        )
+    assert [(r.outcome, r.reply_class) for r in result.recipients] == [
+        (Outcome.ACCEPTED, ReplyClass.SUCCESS),
+        (Outcome.DEFERRED, ReplyClass.RATE_LIMITED),
+    ]
+    assert len(limiter.calls) == 2
+    assert [m.recipients for m in upstream.messages] == [("a@example.com",)]
+
+
 @pytest.mark.parametrize("stage", [Stage.MAIL, Stage.END_OF_DATA])
 async def test_access_denied_defers_at_once_with_an_error_log(
     client: SesSmtpClient,
@@ -544,21 +599,18 @@ async def test_auth_required_at_mail_is_an_auth_failure(
 # --- PIPELINING (RFC 2920) ----------------------------------------------------------------------
 
 
-class WriteCounter:
-    """Counts the writes a pooled session's protocol makes."""
+@pytest.fixture
+def protocol_writes(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
+    """Every write the pooled sessions' protocols make once they can pipeline, in order."""
+    writes: list[bytes] = []
+    original = PipeliningProtocol.write
 
-    def __init__(self, client: SesSmtpClient) -> None:
-        self.writes: list[bytes] = []
-        connection = client._pool._idle[0]
-        protocol = connection.smtp.protocol
-        assert isinstance(protocol, PipeliningProtocol)
-        original = protocol.write
+    def write(self: PipeliningProtocol, data: bytes) -> None:
+        writes.append(bytes(data))
+        original(self, data)
 
-        def write(data: bytes) -> None:
-            self.writes.append(data)
-            original(data)
-
-        protocol.write = write  # type: ignore[method-assign]
+    monkeypatch.setattr(PipeliningProtocol, "write", write)
+    return writes
 
 
 @pytest.fixture
@@ -579,19 +631,41 @@ async def pipelining_client(
 
 
 async def test_pipelining_sends_the_envelope_in_one_write_and_the_body_in_another(
-    pipelining_client: SesSmtpClient, pipelining_upstream: SmtpUpstream
+    pipelining_client: SesSmtpClient,
+    pipelining_upstream: SmtpUpstream,
+    protocol_writes: list[bytes],
 ) -> None:
     """MAIL, both RCPTs and DATA leave in one write; the body follows the 354 in a second."""
     assert (await pipelining_client.send(message())).all_accepted
-    counter = WriteCounter(pipelining_client)
+    protocol_writes.clear()
     result = await pipelining_client.send(message("a@example.com", "b@example.com"))
     assert result.all_accepted
-    envelope, body = counter.writes
+    envelope, body = protocol_writes
     assert envelope.startswith(b"MAIL FROM:<sender@example.com>")
     assert envelope.count(b"RCPT TO:") == 2
     assert envelope.endswith(b"DATA\r\n")
     assert body.endswith(b"\r\n.\r\n")
     assert pipelining_upstream.messages[-1].recipients == ("a@example.com", "b@example.com")
+
+
+async def test_without_pipelining_each_command_waits_for_the_previous_reply(
+    certificates: TestCertificates, fake_time: FakeTime, protocol_writes: list[bytes]
+) -> None:
+    """A server that does not offer PIPELINING gets MAIL, each RCPT and DATA in writes of their
+    own, then the body."""
+    async with SmtpUpstream(certificates.server_context(), pipelining=False) as upstream:
+        async with make_client(upstream, certificates, fake_time) as client:
+            assert (await client.send(message())).all_accepted
+            protocol_writes.clear()
+            result = await client.send(message("a@example.com", "b@example.com"))
+    assert result.all_accepted
+    assert [w.split(b":")[0] for w in protocol_writes[:4]] == [
+        b"MAIL FROM",
+        b"RCPT TO",
+        b"RCPT TO",
+        b"DATA\r\n",
+    ]
+    assert protocol_writes[4].endswith(b"\r\n.\r\n")
 
 
 async def test_pipelined_refused_rcpt_is_refused_alone(
@@ -671,25 +745,6 @@ async def test_pipelined_transient_rcpt_is_retried_alone(
         ("slow@example.com",),
     ]
     assert fake_time.sleeps == [1.0]
-
-
-async def test_replies_arriving_together_are_all_read_in_order(
-    pipelining_client: SesSmtpClient, pipelining_upstream: SmtpUpstream
-) -> None:
-    """Several replies in one segment, and one arriving before the last is read, are kept."""
-    assert (await pipelining_client.send(message())).all_accepted
-    protocol = pipelining_client._pool._idle[0].smtp.protocol
-    assert isinstance(protocol, PipeliningProtocol)
-    protocol.expect(3)
-    protocol.data_received(b"250 one\r\n250-two\r\n250 two")
-    protocol.data_received(b"\r\n354 three\r\n")
-    replies = [await protocol.read_response(timeout=1) for _ in range(3)]
-    protocol.expect(0)
-    assert [(r.code, r.message) for r in replies] == [
-        (250, "one"),
-        (250, "two\ntwo"),
-        (354, "three"),
-    ]
 
 
 # --- connection drops --------------------------------------------------------------------------
@@ -817,7 +872,7 @@ async def test_unreachable_upstream_backs_off_exponentially_then_defers(
         result = await client.send(message(), deadline=fake_time.now + 60.0)
         sleeps = list(fake_time.sleeps)
         with pytest.raises(UpstreamUnavailable):
-            await client.check()
+            await client.probe()
     [recipient] = result.recipients
     assert recipient.outcome is Outcome.DEFERRED
     assert recipient.reply_class is ReplyClass.CONNECTION
@@ -836,7 +891,7 @@ async def test_certificate_for_another_name_is_rejected(tmp_path: Any, fake_time
         async with make_client(upstream, other, fake_time) as client:
             result = await client.send(message(), deadline=fake_time.now + 5.0)
             with pytest.raises(UpstreamUnavailable, match="certificate"):
-                await client.check()
+                await client.probe()
     [recipient] = result.recipients
     assert recipient.outcome is Outcome.DEFERRED
     assert recipient.reply_class is ReplyClass.AUTH
@@ -873,7 +928,7 @@ async def test_plain_text_server_is_refused_before_auth(
         async with make_client(upstream, certificates, fake_time) as client:
             result = await client.send(message())
             with pytest.raises(UpstreamUnavailable, match="STARTTLS"):
-                await client.check()
+                await client.probe()
     [recipient] = result.recipients
     assert recipient.outcome is Outcome.DEFERRED
     assert recipient.reply_class is ReplyClass.AUTH
@@ -916,16 +971,18 @@ async def test_limiter_tokens_are_taken_before_the_body_of_every_attempt(
 
 
 class ScriptedLimiter(FakeLimiter):
-    """Raises the given errors on the first calls, then grants like FakeLimiter."""
+    """Answers the first calls from a script (an error is raised, None grants), then grants
+    without a wait."""
 
-    def __init__(self, *errors: Exception) -> None:
+    def __init__(self, *steps: Exception | None) -> None:
         super().__init__()
-        self.errors = list(errors)
+        self.steps = list(steps)
 
     async def acquire(self, cost: int, *, max_wait: float | None = None) -> float:
         self.calls.append((cost, max_wait))
-        if self.errors:
-            raise self.errors.pop(0)
+        step = self.steps.pop(0) if self.steps else None
+        if step is not None:
+            raise step
         return 0.0
 
 
@@ -951,7 +1008,7 @@ async def test_a_wait_longer_than_the_upstream_timeout_is_paid_before_a_new_sess
 @pytest.mark.parametrize(
     ("error", "reply_class"),
     [
-        (RateLimitTimeout("no capacity", wait_seconds=40.0), ReplyClass.THROTTLED),
+        (RateLimitTimeout("no capacity", wait_seconds=40.0), ReplyClass.RATE_LIMITED),
         (RateLimiterUnavailable("redis down"), ReplyClass.TRANSIENT),
         (DailyQuotaExhausted("quota used"), ReplyClass.DAILY_QUOTA),
     ],
@@ -1159,27 +1216,6 @@ async def test_cancelled_wait_for_a_pool_slot_leaks_nothing(
         assert client.stats.opened == 1
 
 
-def test_settings_choose_tls_mode_by_port_and_validate() -> None:
-    """465/2465 mean implicit TLS; bad ports, half credentials and >50 recipients are rejected."""
-    assert SmtpSettings("h", 465).uses_implicit_tls
-    assert SmtpSettings("h", 2465).uses_implicit_tls
-    assert not SmtpSettings("h", 587).uses_implicit_tls
-    assert SmtpSettings("h", 2587, implicit_tls=True).uses_implicit_tls
-    region = SmtpSettings.for_region("eu-west-1", "AKIA", "pw")
-    assert region.host == "email-smtp.eu-west-1.amazonaws.com"
-    assert "pw" not in repr(region)
-    with pytest.raises(ValueError):
-        SmtpSettings("h", 0)
-    with pytest.raises(ValueError):
-        SmtpSettings("h", username="u")
-    with pytest.raises(ValueError):
-        SmtpSettings("h", max_recipients_per_message=51)
-    with pytest.raises(ValueError):
-        SmtpSettings("h", throttle_backoff=())
-    with pytest.raises(ValueError):
-        OutboundMessage("a@x", (), b"")
-
-
 # --- pool edges --------------------------------------------------------------------------------
 
 
@@ -1217,7 +1253,7 @@ async def test_real_local_rate_limiter_is_charged_per_recipient(
     upstream: SmtpUpstream, certificates: TestCertificates, fake_time: FakeTime
 ) -> None:
     """With LocalRateLimiter at 1/s, a 3-recipient send makes the next send wait 2 s."""
-    from ses_core.ratelimit.local import LocalRateLimiter
+    from ses_core.ratelimit import LocalRateLimiter
 
     limiter = LocalRateLimiter(1.0, clock=fake_time.clock, sleep=fake_time.sleep)
     async with SesSmtpClient(

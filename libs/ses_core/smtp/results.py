@@ -1,15 +1,14 @@
-"""What an SES SMTP reply means, and the per-recipient result values of a send.
+"""What an SES SMTP reply means, and the values a send returns.
 
 SES answers several different conditions with the same code (`454` is a rate throttle, a daily
-quota, an authentication hiccup or a plain transient failure, told apart only by the text), and
-the original service turned every one of them into a permanent `554`, losing throttled mail.
-`classify_reply` is the single place that reads a reply; everything else acts on its
-`ReplyClass` (see the reply table in the project's ses-facts.md).
+quota, an authentication hiccup or a plain transient failure, told apart only by the text; see
+the reply table in `docs/ses-facts.md`). `classify_reply` is the single place that reads a reply;
+everything else acts on its `ReplyClass`, never on reply text.
 
 Policy encoded here, on purpose:
 - only a real permanent reply (5xx that is not an auth/config failure) can make a recipient
-  REFUSED; every transient, throttled, quota, auth or connection outcome leaves it DEFERRED, so the
-  relay answers 4xx and the sender keeps the mail;
+  REFUSED; every transient, throttled, rate-limited, quota, auth or connection outcome leaves it
+  DEFERRED, so the relay answers 4xx and the sender keeps the mail;
 - `530`/`535` and `554 Access denied` are operator errors (credentials, IAM policy): the mail is
   fine, so they are AUTH (deferred, logged loudly), never a bounce;
 - unknown or malformed codes are TRANSIENT: when in doubt, keep the mail.
@@ -23,11 +22,16 @@ import attrs
 
 
 class ReplyClass(enum.Enum):
-    """What a reply means for the message and for the connection."""
+    """What a reply means for the message and for the connection.
+
+    `RATE_LIMITED` is never an upstream reply: it marks recipients deferred because the local
+    send-rate limiter had no capacity before the send's deadline.
+    """
 
     SUCCESS = "success"
     TRANSIENT = "transient"
     THROTTLED = "throttled"
+    RATE_LIMITED = "rate_limited"
     DAILY_QUOTA = "daily_quota"
     AUTH = "auth"
     CONNECTION = "connection"
@@ -65,6 +69,26 @@ def classify_reply(code: int, text: str) -> ReplyClass:
     if 500 <= code < 600:
         return ReplyClass.PERMANENT
     return ReplyClass.TRANSIENT
+
+
+@attrs.frozen
+class Reply:
+    """A reply (or a locally made equivalent) and its class.
+
+    Attributes:
+        code: SMTP reply code.
+        text: reply text.
+        reply_class: its meaning; usually `classify_reply(code, text)`.
+    """
+
+    code: int
+    text: str
+    reply_class: ReplyClass
+
+    @classmethod
+    def from_upstream(cls, code: int, text: str) -> Reply:
+        """A reply as the upstream sent it, classified."""
+        return cls(code, text, classify_reply(code, text))
 
 
 class Outcome(enum.Enum):
@@ -109,6 +133,12 @@ class RecipientResult:
         return cls(recipient, outcome_for(reply_class), code, text, reply_class)
 
     @classmethod
+    def for_reply(cls, recipient: str, reply: Reply) -> RecipientResult:
+        """The final result a recipient gets from its last reply (REFUSED only when permanent)."""
+        outcome = outcome_for(reply.reply_class)
+        return cls(recipient, outcome, reply.code, reply.text, reply.reply_class)
+
+    @classmethod
     def deferred(
         cls, recipient: str, code: int, text: str, reply_class: ReplyClass
     ) -> RecipientResult:
@@ -143,6 +173,17 @@ class SendResult:
             ambiguous=any(part.ambiguous for part in parts),
         )
 
+    def with_retry(self, retry: SendResult) -> SendResult:
+        """This result with the recipients a later `retry` resent to replaced by their new
+        results, in the original order; waits and attempts summed."""
+        again = {r.recipient: r for r in retry.recipients}
+        return SendResult(
+            recipients=tuple(again.get(r.recipient, r) for r in self.recipients),
+            limiter_wait=self.limiter_wait + retry.limiter_wait,
+            attempts=self.attempts + retry.attempts,
+            ambiguous=self.ambiguous or retry.ambiguous,
+        )
+
     @property
     def all_accepted(self) -> bool:
         """Whether every recipient was accepted."""
@@ -165,3 +206,26 @@ class SendResult:
 
     def _with(self, outcome: Outcome) -> tuple[RecipientResult, ...]:
         return tuple(r for r in self.recipients if r.outcome is outcome)
+
+
+@attrs.frozen
+class PoolStats:
+    """A snapshot of the SES client's session pool.
+
+    Attributes:
+        size: connections open now (idle + in use).
+        idle: open connections waiting in the pool.
+        opened: connections opened since start.
+        recycled: connections closed on purpose (max messages, max age, 421).
+        failures: failed opens plus connections found broken.
+        in_use: connections lent out now.
+        ambiguous: sends whose connection was lost after the final '.' (possible duplicates).
+    """
+
+    size: int
+    idle: int
+    opened: int
+    recycled: int
+    failures: int
+    in_use: int = 0
+    ambiguous: int = 0

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from ses_core.blacklist.model import (
+from ses_core.blacklist import (
     Blacklist,
     BlacklistEntry,
     BlacklistEvent,

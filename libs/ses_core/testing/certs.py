@@ -57,11 +57,3 @@ class TestCertificates:
         context.minimum_version = ssl.TLSVersion.TLSv1_2
         context.load_cert_chain(self.cert_file, self.key_file)
         return context
-
-
-def make_server_tls(
-    directory: str | None = None, names: tuple[str, ...] = ("localhost", "127.0.0.1")
-) -> tuple[ssl.SSLContext, str]:
-    """Return (server SSL context, CA file path) for a server known by `names`."""
-    certificates = TestCertificates.create(directory, names)
-    return certificates.server_context(), certificates.ca_file

@@ -36,6 +36,11 @@ class VirtualClock:
         heapq.heappush(self._sleepers, (self.now + max(0.0, delay), next(self._counter), future))
         await future
 
+    def sleep_blocking(self, delay: float) -> None:
+        """`sleep` for synchronous code: time moves forward by `delay` at once."""
+        self.sleeps.append(delay)
+        self.now += max(0.0, delay)
+
     async def settle(self, rounds: int = 50) -> None:
         """Let every ready task run (a bounded number of event-loop turns)."""
         for _ in range(rounds):

@@ -56,6 +56,19 @@ def dynamodb_client(
     )
 
 
+def offline_client(region: str = TEST_REGION) -> Any:
+    """A DynamoDB client with dummy credentials, to wrap in botocore's `Stubber`: the stubber
+    answers every call, scripting what moto cannot give (throttling, unprocessed keys)."""
+    import boto3
+
+    return boto3.client(
+        "dynamodb",
+        region_name=region,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+
+
 class MotoServer:
     """moto's threaded HTTP server on 127.0.0.1 and a free port; a context manager.
 

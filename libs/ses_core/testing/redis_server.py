@@ -24,9 +24,9 @@ import tempfile
 import time
 from types import TracebackType
 
-log = logging.getLogger(__name__)
+from ses_core.testing.ports import LOOPBACK, free_port
 
-HOST = "127.0.0.1"
+log = logging.getLogger(__name__)
 
 
 def redis_server_binary() -> pathlib.Path:
@@ -40,14 +40,6 @@ def redis_server_binary() -> pathlib.Path:
     return binary
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 class RedisServer:
     """One `redis-server` process on 127.0.0.1; stop/kill and start again on the same port."""
 
@@ -58,9 +50,14 @@ class RedisServer:
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
+    def directory(self) -> pathlib.Path:
+        """The temporary directory holding the server's files (removed by `close`)."""
+        return self._dir
+
+    @property
     def url(self) -> str:
         """`redis://127.0.0.1:<port>/0`."""
-        return f"redis://{HOST}:{self.port}/0"
+        return f"redis://{LOOPBACK}:{self.port}/0"
 
     @property
     def running(self) -> bool:
@@ -74,7 +71,7 @@ class RedisServer:
         command = [
             str(redis_server_binary()),
             "--bind",
-            HOST,
+            LOOPBACK,
             "--port",
             str(self.port),
             "--dir",
@@ -105,7 +102,7 @@ class RedisServer:
                 message = f"redis-server exited with {self._process.returncode}: {self._log_tail()}"
                 raise RuntimeError(message)
             with contextlib.suppress(OSError), socket.create_connection(
-                (HOST, self.port), timeout=0.5
+                (LOOPBACK, self.port), timeout=0.5
             ) as sock:
                 sock.sendall(b"PING\r\n")
                 if sock.recv(64).startswith(b"+PONG"):

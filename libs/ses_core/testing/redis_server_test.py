@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
-import pathlib
 import socket
 
 import pytest
 import redis
 
-from ses_core.testing.redis_server import RedisServer, free_port
+from ses_core.testing.ports import free_port
+from ses_core.testing.redis_server import RedisServer
 
 
 def test_server_answers_survives_restart_on_same_port_and_cleans_up() -> None:
     """The server answers on 127.0.0.1, comes back on the same port after a kill, and its
     directory is gone after the context ends."""
     with RedisServer() as server:
-        directory = pathlib.Path(server._dir)
+        directory = server.directory
         assert server.url.startswith("redis://127.0.0.1:")
         assert redis.Redis.from_url(server.url).ping()
         port = server.port
@@ -42,4 +42,4 @@ def test_start_fails_cleanly_when_the_port_is_taken() -> None:
             with server:
                 pass
         assert not server.running
-        assert not pathlib.Path(server._dir).exists()
+        assert not server.directory.exists()

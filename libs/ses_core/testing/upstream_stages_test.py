@@ -1,41 +1,30 @@
 """Tests for the stand-in's EHLO and AUTH fault stages and its 7-bit mode, driven by aiosmtplib.
 
-The SES client's reaction to these faults is tested in smtp_client_test.py; here a plain client
-checks what the upstream puts on the wire: a drop sends nothing, a delay delays, and which EHLO
-of a STARTTLS session a fault strikes.
+The SES client's reaction to these faults is tested beside the client (`ses_core.smtp`); here a
+plain client checks what the upstream puts on the wire: a drop sends nothing, a delay delays, and
+which EHLO of a STARTTLS session a fault strikes.
 """
 
 from __future__ import annotations
 
 import asyncio
 import ssl
-from collections.abc import AsyncIterator
 
 import aiosmtplib
 import pytest
 
+from ses_core.testing.certs import TestCertificates
 from ses_core.testing.upstream import (
+    DEFAULT_CREDENTIALS,
     SES_TEMPORARY_AUTH,
     SES_TOO_MANY_CONNECTIONS,
     Fault,
     SmtpUpstream,
     Stage,
 )
-from ses_core.testing.certs import TestCertificates
 
-USER, PASSWORD = "AKIATESTUSER", "test-smtp-password"
+USER, PASSWORD = DEFAULT_CREDENTIALS
 DELAY = 0.2
-
-
-@pytest.fixture(scope="module")
-def certificates(tmp_path_factory: pytest.TempPathFactory) -> TestCertificates:
-    return TestCertificates.create(str(tmp_path_factory.mktemp("tls")))
-
-
-@pytest.fixture
-async def upstream(certificates: TestCertificates) -> AsyncIterator[SmtpUpstream]:
-    async with SmtpUpstream(certificates.server_context()) as server:
-        yield server
 
 
 def connection(upstream: SmtpUpstream, certificates: TestCertificates) -> aiosmtplib.SMTP:

@@ -7,39 +7,27 @@ import ssl
 import aiosmtplib
 import pytest
 
+from ses_core.testing.certs import TestCertificates
+from ses_core.testing.clock import VirtualClock
 from ses_core.testing.upstream import (
+    DEFAULT_CREDENTIALS,
     SES_THROTTLED,
     Action,
     Fault,
     FaultScript,
+    ReceivedMessage,
     SmtpUpstream,
     Stage,
     ThreadedUpstream,
     TlsMode,
 )
-from ses_core.testing.certs import TestCertificates, make_server_tls
 
-USER, PASSWORD = "AKIATESTUSER", "test-smtp-password"
+USER, PASSWORD = DEFAULT_CREDENTIALS
 MESSAGE = b"Message-ID: <u1@example.com>\r\nSubject: s\r\n\r\nbody\r\n"
-
-
-@pytest.fixture(scope="module")
-def certificates(tmp_path_factory: pytest.TempPathFactory) -> TestCertificates:
-    return TestCertificates.create(str(tmp_path_factory.mktemp("tls")))
 
 
 def client_context(certificates: TestCertificates) -> ssl.SSLContext:
     return ssl.create_default_context(cafile=certificates.ca_file)
-
-
-class Clock:
-    """A settable clock."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def test_fault_applies_the_given_number_of_times() -> None:
@@ -51,18 +39,17 @@ def test_fault_applies_the_given_number_of_times() -> None:
     assert len(script.applied) == 2
 
 
-def test_fault_without_count_lasts_until_cleared_or_expired() -> None:
+async def test_fault_without_count_lasts_until_cleared_or_expired(clock: VirtualClock) -> None:
     """times=None keeps a fault until clear(); duration ends it on the script's clock."""
-    clock = Clock()
     script = FaultScript(clock)
     script.set(Fault.drop(Stage.DATA), times=None)
     assert all(script.take(Stage.DATA) is not None for _ in range(5))
     script.clear()
     assert script.take(Stage.DATA) is None
     script.set(Fault.drop(Stage.DATA), times=None, duration=10.0)
-    clock.now = 9.0
+    await clock.advance(9.0)
     assert script.take(Stage.DATA) is not None
-    clock.now = 10.5
+    await clock.advance(1.5)
     assert script.take(Stage.DATA) is None
 
 
@@ -177,10 +164,16 @@ async def test_sink_mode_counts_without_keeping_messages(certificates: TestCerti
     assert upstream.messages == []
 
 
-async def test_handler_errors_are_answered_451_not_500(certificates: TestCertificates) -> None:
+async def test_handler_errors_are_answered_451_not_500(
+    certificates: TestCertificates, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """An exception inside the upstream is a temporary 451, never aiosmtpd's permanent 500."""
+
+    def broken(*args: object) -> ReceivedMessage:
+        raise RuntimeError("a bug in the stand-in")
+
     async with SmtpUpstream(certificates.server_context()) as upstream:
-        upstream._accept = None  # type: ignore[assignment,method-assign]
+        monkeypatch.setattr(ReceivedMessage, "from_envelope", broken)
         smtp = aiosmtplib.SMTP(
             hostname="localhost",
             port=upstream.port,
@@ -214,13 +207,6 @@ def test_upstream_refuses_tls_modes_without_a_context() -> None:
     """STARTTLS or implicit TLS without a server context is a configuration error."""
     with pytest.raises(ValueError):
         SmtpUpstream(None, mode=TlsMode.STARTTLS)
-
-
-def test_make_server_tls_returns_a_context_and_a_ca_file(tmp_path: object) -> None:
-    """make_server_tls gives a server context (TLS 1.2+) and the CA file clients trust."""
-    context, ca_file = make_server_tls(str(tmp_path))
-    assert context.minimum_version >= ssl.TLSVersion.TLSv1_2
-    assert ssl.create_default_context(cafile=ca_file).get_ca_certs()
 
 
 async def test_threaded_upstream_serves_from_its_own_loop(certificates: TestCertificates) -> None:

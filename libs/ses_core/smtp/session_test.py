@@ -1,4 +1,4 @@
-"""Unit tests for the pool's TLS policy and its reply handling while opening sessions."""
+"""Unit tests for the TLS policy of SES sessions and the reply handling while opening one."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import ssl
 
 import pytest
 
-from ses_core.smtp._pool import _session_class, build_tls_context
+from ses_core.smtp._session import build_tls_context, class_while_opening
 from ses_core.smtp.results import ReplyClass
 from ses_core.testing.certs import TestCertificates
 
@@ -25,8 +25,8 @@ def test_tls_context_always_verifies_certificate_and_host_name(
 
 def test_replies_while_opening_are_never_permanent_for_the_message() -> None:
     """A 554 greeting or a 4xx STARTTLS answer is a connection problem, auth stays auth."""
-    assert _session_class(554, "No SMTP service here") is ReplyClass.CONNECTION
-    assert _session_class(454, "TLS not available") is ReplyClass.CONNECTION
-    assert _session_class(421, "Too many concurrent SMTP connections") is ReplyClass.CONNECTION
-    assert _session_class(535, "Authentication Credentials Invalid") is ReplyClass.AUTH
-    assert _session_class(454, "Temporary authentication failure") is ReplyClass.AUTH
+    assert class_while_opening(554, "No SMTP service here") is ReplyClass.CONNECTION
+    assert class_while_opening(454, "TLS not available") is ReplyClass.CONNECTION
+    assert class_while_opening(421, "Too many concurrent SMTP connections") is ReplyClass.CONNECTION
+    assert class_while_opening(535, "Authentication Credentials Invalid") is ReplyClass.AUTH
+    assert class_while_opening(454, "Temporary authentication failure") is ReplyClass.AUTH
