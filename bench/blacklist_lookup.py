@@ -8,6 +8,7 @@ Backends: moto in-process (`mock_aws`, no HTTP: measures our code plus moto), mo
 on 127.0.0.1 (real HTTP round trips: closer to a relay talking to DynamoDB, though a real
 DynamoDB round trip is slower still), and a SQLite file for comparison.
 Each run is bounded by both a message count and a time limit. Prints figures; asserts nothing.
+How a relay's RCPT lookups share `BatchGetItem` calls across sessions: `bench/blacklist_rcpt.py`.
 
     PYTHONPATH=libs:services:. python -m bench.blacklist_lookup --seconds 3
 """

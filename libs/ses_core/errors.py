@@ -55,6 +55,11 @@ class DailyQuotaExhausted(SesCoreError):
     """The account's rolling 24-hour sending quota is used up; retry later, never drop."""
 
 
+class SesQuotaUnavailable(SesCoreError, ConnectionError):
+    """Neither SES API answered with the account's quota; the message (one line) says why for
+    each API: a denied IAM action, an endpoint that did not answer, ..."""
+
+
 class UpstreamUnavailable(SesCoreError, ConnectionError):
     """The upstream SMTP server (SES) cannot be reached, or refuses the relay's TLS or login."""
 

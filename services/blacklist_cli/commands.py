@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import enum
+import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
@@ -29,7 +30,13 @@ from blacklist_cli.suppression_sync import (
     import_from_ses,
 )
 from ses_core.addresses import normalize_address
-from ses_core.blacklist import BlacklistAdmin, BlacklistEntry, BlacklistReason, InMemoryBlacklist
+from ses_core.blacklist import (
+    Blacklist,
+    BlacklistAdmin,
+    BlacklistEntry,
+    BlacklistReason,
+    InMemoryBlacklist,
+)
 from ses_core.errors import InvalidAddress
 
 LIST_PAGE_SIZE = 500
@@ -71,7 +78,7 @@ class Context:
 # -- stores ---------------------------------------------------------------------------------
 
 
-def open_blacklist(args: argparse.Namespace, context: Context, *, create: bool) -> BlacklistAdmin:
+def open_blacklist(args: argparse.Namespace, context: Context, *, create: bool) -> Blacklist:
     """The store the options name; `create` allows a new SQLite file (add, import)."""
     if args.sqlite is not None:
         from ses_core.blacklist.sqlite import SqliteBlacklist
@@ -314,6 +321,64 @@ def run_migrate_keys(args: argparse.Namespace, context: Context) -> ExitCode:
         f"{report.merged} merged into existing entries, {len(report.invalid)} invalid keys\n"
     )
     return ExitCode.OK
+
+
+def run_replay_failed(args: argparse.Namespace, context: Context) -> ExitCode:
+    """Replay the Lambda's failed invocations into the blacklist; exit 1 if some were kept."""
+    from blacklist_cli.replay import MessageOutcome, Status, queue_region, replay_failed
+    from blacklist_lambda.config import parse_thresholds, policy_with_thresholds
+
+    try:
+        thresholds = parse_thresholds(args.soft_bounce_thresholds)
+    except ValueError as exc:
+        message = f"--soft-bounce-thresholds {str(exc).partition(': ')[2]}"
+        raise UsageError(message) from None
+    if not 0 <= args.wait_seconds <= 20:
+        raise UsageError(f"--wait-seconds must be 0 to 20 (SQS's limit), got {args.wait_seconds}")
+    if not args.verbose:
+        # The processor logs failures with tracebacks for CloudWatch; here each is one line.
+        processor_log = logging.getLogger("blacklist_lambda")
+        context.resources.callback(processor_log.setLevel, processor_log.level)
+        processor_log.setLevel(logging.CRITICAL)
+    store = open_blacklist(args, context, create=False)
+    queue = context.clients.client("sqs", queue_region(args.queue_url) or args.region)
+
+    def show(outcome: MessageOutcome) -> None:
+        stream = context.stderr if outcome.kept else context.stdout
+        stream.write(f"{outcome.message_id}: {outcome.status}: {outcome.detail}\n")
+
+    report = replay_failed(
+        queue,
+        args.queue_url,
+        store,
+        policy=policy_with_thresholds(thresholds),
+        store_name=str(args.table or args.sqlite),
+        max_messages=args.max,
+        wait_seconds=args.wait_seconds,
+        dry_run=args.dry_run,
+        on_outcome=show,
+    )
+    unreadable, failed = report.count(Status.UNREADABLE), report.count(Status.FAILED)
+    others = {
+        "not attempted": report.count(Status.NOT_ATTEMPTED),
+        "not deleted": report.count(Status.NOT_DELETED),
+    }
+    total_kept = unreadable + failed + sum(others.values())
+    kept = f"{total_kept} kept ({unreadable} unreadable, {failed} failed"
+    kept += "".join(f", {n} {what}" for what, n in others.items() if n) + ")"
+    if args.dry_run:
+        context.stdout.write(
+            f"replay-failed (dry run): {len(report.outcomes)} received, "
+            f"{report.count(Status.REPLAYABLE)} replayable, {kept}; nothing written or deleted\n"
+        )
+    else:
+        context.stdout.write(
+            f"replay-failed: {len(report.outcomes)} received, "
+            f"{report.count(Status.REPLAYED)} replayed and deleted, {kept}\n"
+        )
+    if report.store_error is not None:
+        raise report.store_error  # exit 4, "blacklist unavailable: ..."
+    return ExitCode.NEGATIVE if total_kept else ExitCode.OK
 
 
 def _close(bar: Any) -> None:

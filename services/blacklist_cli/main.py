@@ -10,15 +10,20 @@ Usage (store options go after the command):
     blacklist-cli export-ses STORE [--ses-region R] [--reason R]... [--rate N] [--dry-run]
     blacklist-cli migrate-keys --table NAME [--region R] [--dry-run]
         (once, on a table of the original service: rewrites mixed-case keys as normalised keys)
+    blacklist-cli replay-failed STORE --queue-url URL [--max N] [--wait-seconds S]
+                               [--soft-bounce-thresholds RULES] [--dry-run]
+        (the notifications the Lambda failed on after its retries, from its failed-invocation
+        queue: processed as the Lambda would, deleted once written)
 
 Exit codes:
     0  success; `check`: no given address is blacklisted
     1  `check`: at least one address is blacklisted; `remove`: at least one address was not
-       blacklisted; `export-ses`: SES refused at least one address
+       blacklisted; `export-ses`: SES refused at least one address; `replay-failed`: at least
+       one message was kept (unreadable or failed; listed on stderr)
     2  usage error: bad arguments, an invalid address, no AWS region, missing SQLite file,
        migrate-keys on a SQLite file
     3  AWS credentials missing, or rejected by AWS (including access denied)
-    4  the blacklist store or SES failed (unreachable, throttled, table missing, ...)
+    4  the blacklist store, SES or SQS failed (unreachable, throttled, table missing, ...)
     130 interrupted (Ctrl-C)
 
 This module runs one command and maps its errors to those exit codes; the arguments are

@@ -18,6 +18,7 @@ from blacklist_cli.commands import (
     run_list,
     run_migrate_keys,
     run_remove,
+    run_replay_failed,
 )
 from blacklist_cli.suppression_sync import SES_REASONS
 from ses_core.blacklist import BlacklistReason
@@ -37,8 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="blacklist-cli",
         description="Inspect and fix the ses-relay blacklist; sync it with SES suppression.",
-        epilog="Exit codes: 0 ok, 1 negative answer (see --help of check/remove/export-ses), "
-        "2 usage, 3 credentials, 4 store or SES unavailable.",
+        epilog="Exit codes: 0 ok, 1 negative answer (see --help of check/remove/export-ses/"
+        "replay-failed), 2 usage, 3 credentials, 4 store, SES or SQS unavailable.",
     )
     parser.set_defaults(verbose=False)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -145,6 +146,48 @@ def build_parser() -> argparse.ArgumentParser:
         "--dry-run", action="store_true", help="show what would change; change nothing"
     )
     migrate.set_defaults(run=run_migrate_keys)
+
+    replay = commands.add_parser(
+        "replay-failed",
+        parents=parents,
+        help="replay the notifications the Lambda failed on, from its failed-invocation queue",
+        description="Runs each queued event through the Lambda's own processing into the "
+        "blacklist and deletes the message once done. Unreadable or failed messages are "
+        "reported on stderr and kept (exit 1); an unavailable store stops the run (exit 4).",
+    )
+    replay.add_argument(
+        "--queue-url",
+        required=True,
+        metavar="URL",
+        help="the stack's FailedInvocationQueueUrl output (its region is read from the URL)",
+    )
+    replay.add_argument(
+        "--max",
+        type=_positive_int,
+        default=1000,
+        metavar="N",
+        help="replay at most N messages (default 1000); the run also ends when the queue is empty",
+    )
+    replay.add_argument(
+        "--wait-seconds",
+        type=int,
+        default=5,
+        metavar="S",
+        help="long-poll each receive up to S seconds, 0 to 20 (default 5)",
+    )
+    replay.add_argument(
+        "--soft-bounce-thresholds",
+        default="",
+        metavar="RULES",
+        help="the Lambda's SoftBounceThresholds (e.g. Transient/General=3), so the replay "
+        "decides as it would; default: none",
+    )
+    replay.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="show what would be written; write nothing, delete nothing",
+    )
+    replay.set_defaults(run=run_replay_failed)
     return parser
 
 

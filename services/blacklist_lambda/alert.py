@@ -1,7 +1,8 @@
 """The admin alert: one plain-text e-mail through SES when the Lambda cannot do its job.
 
-When the blacklist table cannot be written, bounces and complaints are at risk of being lost
-(Lambda retries an SNS event only twice), so a human must learn which addresses and messages were
+When the blacklist table cannot be written, bounces and complaints are not blacklisted until the
+cause is fixed (Lambda retries an SNS event twice, then parks it in the failed-invocation queue
+for `blacklist-cli replay-failed`), so a human must learn which addresses and messages were
 affected and why. The alert is best effort by design: failing to send it is logged with its own
 traceback, and the caller still fails the invocation with the original error.
 """
@@ -82,7 +83,10 @@ class AlertMessage:
             f"The Lambda function {function_name} (request {request_id}) could not process",
             f"{len(failures)} SES notification record(s); blacklist table: {table}.",
             "The invocation is reported as failed, so Lambda (SNS) or SQS will redeliver it.",
-            "If the failure persists, the addresses below are NOT blacklisted yet.",
+            "If the failure persists, the addresses below are NOT blacklisted yet; after its",
+            "retries an SNS event waits in the stack's failed-invocation queue (14 days): fix",
+            "the cause, then run blacklist-cli replay-failed --queue-url (the stack's",
+            "FailedInvocationQueueUrl output).",
             "",
         ]
         for failure in failures[:MAX_LISTED_FAILURES]:

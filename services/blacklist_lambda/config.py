@@ -67,10 +67,7 @@ class LambdaConfig:
     @property
     def suppression_policy(self) -> SuppressionPolicy:
         """The default policy plus the configured thresholds."""
-        policy = DEFAULT_POLICY
-        for rule in self.soft_bounce_thresholds:
-            policy = policy.with_threshold(rule.bounce_type, rule.bounce_subtype, rule.occurrences)
-        return policy
+        return policy_with_thresholds(self.soft_bounce_thresholds)
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] = os.environ) -> LambdaConfig:
@@ -94,6 +91,14 @@ class LambdaConfig:
             dynamodb_table=table,
             soft_bounce_thresholds=parse_thresholds(environ.get(THRESHOLDS_VARIABLE, "")),
         )
+
+
+def policy_with_thresholds(thresholds: tuple[BounceThreshold, ...]) -> SuppressionPolicy:
+    """The default policy plus `thresholds`: the Lambda's, and the CLI's when it replays."""
+    policy = DEFAULT_POLICY
+    for rule in thresholds:
+        policy = policy.with_threshold(rule.bounce_type, rule.bounce_subtype, rule.occurrences)
+    return policy
 
 
 def parse_thresholds(text: str) -> tuple[BounceThreshold, ...]:

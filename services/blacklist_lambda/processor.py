@@ -7,6 +7,8 @@
   Swallowing the error instead would disable those retries.
 - Once the store has failed in an invocation, later records that need a write fail at once
   instead of waiting for more timeouts; they are redelivered with the rest.
+- After Lambda's retries an SNS event goes to the stack's failed-invocation queue (the on-failure
+  destination); `blacklist-cli replay-failed` runs it through this same class later.
 Writes and occurrence counts (`COUNT_DEPENDENT` bounces, from `SOFT_BOUNCE_THRESHOLDS`) are
 idempotent per feedback id, so redeliveries are harmless. Everything not written (transient
 bounces, deliveries, other event types, invalid recipient strings) is logged as one JSON object
@@ -51,13 +53,14 @@ def _log_json(level: int, event: str, **fields: Any) -> None:
 class NotificationProcessor:
     """Handles Lambda events from SNS or SQS; see the module docstring for the semantics.
 
-    Call it as the Lambda handler: `processor(event, context)`.
+    Call it as the Lambda handler: `processor(event, context)`. Without an `alerter` failures
+    are not mailed: the CLI's replay reports them to the operator running it.
     """
 
     def __init__(
         self,
         blacklist: BlacklistWriter,
-        alerter: AdminAlerter,
+        alerter: AdminAlerter | None,
         *,
         table: str,
         policy: SuppressionPolicy = DEFAULT_POLICY,
@@ -240,6 +243,8 @@ class NotificationProcessor:
         )
 
     def _alert(self, failures: Sequence[UnprocessedRecord], context: Any) -> None:
+        if self._alerter is None:
+            return
         try:
             message = AlertMessage.from_failures(
                 failures,

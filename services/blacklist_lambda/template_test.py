@@ -76,7 +76,12 @@ def test_lambda_role_may_only_write_table_send_alert_and_log(template: dict[str,
     assert "PermissionsBoundary" not in properties
     (policy,) = properties["Policies"]
     statements = statements_by_sid(policy["PolicyDocument"])
-    assert set(statements) == {"WriteBlacklistTable", "SendAdminAlert", "WriteOwnLogGroup"}
+    assert set(statements) == {
+        "WriteBlacklistTable",
+        "SendAdminAlert",
+        "WriteOwnLogGroup",
+        "SendFailedInvocations",
+    }
     for statement in statements.values():
         assert statement["Effect"] == "Allow"
         assert "NotAction" not in statement and "NotResource" not in statement
@@ -101,6 +106,11 @@ def test_lambda_role_may_only_write_table_send_alert_and_log(template: dict[str,
     logs = statements["WriteOwnLogGroup"]
     assert sorted(logs["Action"]) == ["logs:CreateLogStream", "logs:PutLogEvents"]
     assert logs["Resource"] == {"Fn::GetAtt": ["FunctionLogGroup", "Arn"]}
+
+    # Lambda sends the on-failure destination record with the function's own role.
+    failed = statements["SendFailedInvocations"]
+    assert failed["Action"] == "sqs:SendMessage"
+    assert failed["Resource"] == {"Fn::GetAtt": ["FailedInvocationQueue", "Arn"]}
 
 
 def test_alert_configuration_set_is_optional_and_narrows_the_grant(
@@ -145,6 +155,80 @@ def test_operator_policy_wildcard_is_limited_to_suppression_list(template: dict[
     ]
     for statement in statements.values():
         assert all("*" not in action for action in as_list(statement["Action"]))
+
+
+def test_operator_policy_may_replay_only_the_failed_invocation_queue(
+    template: dict[str, Any],
+) -> None:
+    """Operators may receive, delete and re-hide messages of the failed-invocation queue only."""
+    document = template["Resources"]["OperatorPolicy"]["Properties"]["PolicyDocument"]
+    statement = statements_by_sid(document)["ReplayFailedInvocations"]
+    assert statement["Action"] == [
+        "sqs:ChangeMessageVisibility",
+        "sqs:DeleteMessage",
+        "sqs:GetQueueAttributes",
+        "sqs:ReceiveMessage",
+    ]
+    assert statement["Resource"] == {"Fn::GetAtt": ["FailedInvocationQueue", "Arn"]}
+
+
+def test_failed_invocations_go_to_an_encrypted_queue_kept_14_days(
+    template: dict[str, Any],
+) -> None:
+    """After its explicit retries an asynchronous invocation's record goes to a standard SQS
+    queue (encrypted at rest, kept 14 days) instead of being dropped."""
+    (name,) = resources_of_type(template, "AWS::Lambda::EventInvokeConfig")
+    invoke = template["Resources"][name]["Properties"]
+    assert invoke["FunctionName"] == {"Ref": "Function"}
+    assert invoke["Qualifier"] == "$LATEST"
+    assert invoke["MaximumRetryAttempts"] == 2
+    assert invoke["MaximumEventAgeInSeconds"] == 21600
+    assert invoke["DestinationConfig"] == {
+        "OnFailure": {"Destination": {"Fn::GetAtt": ["FailedInvocationQueue", "Arn"]}}
+    }
+    assert list(resources_of_type(template, "AWS::SQS::Queue")) == ["FailedInvocationQueue"]
+    queue = template["Resources"]["FailedInvocationQueue"]
+    properties = queue["Properties"]
+    assert properties["SqsManagedSseEnabled"] is True
+    assert properties["MessageRetentionPeriod"] == 1209600  # 14 days, SQS's maximum
+    assert "FifoQueue" not in properties  # Lambda destinations must be standard queues
+    # Kept past a stack deletion: it may hold notifications not yet in the blacklist.
+    assert queue["DeletionPolicy"] == "Retain"
+    outputs = template["Outputs"]
+    assert outputs["FailedInvocationQueueUrl"]["Value"] == {"Ref": "FailedInvocationQueue"}
+    assert outputs["FailedInvocationQueueArn"]["Value"] == {
+        "Fn::GetAtt": ["FailedInvocationQueue", "Arn"]
+    }
+
+
+def test_queue_depth_alarm_notifies_the_optional_topic(template: dict[str, Any]) -> None:
+    """An alarm fires as soon as one failed invocation waits in the queue; it notifies
+    AlarmTopicArn when given and has no action (console and API only) when it is empty."""
+    (name,) = resources_of_type(template, "AWS::CloudWatch::Alarm")
+    alarm = template["Resources"][name]["Properties"]
+    assert alarm["Namespace"] == "AWS/SQS"
+    assert alarm["MetricName"] == "ApproximateNumberOfMessagesVisible"
+    assert alarm["Dimensions"] == [
+        {"Name": "QueueName", "Value": {"Fn::GetAtt": ["FailedInvocationQueue", "QueueName"]}}
+    ]
+    assert alarm["Statistic"] == "Maximum"
+    assert alarm["ComparisonOperator"] == "GreaterThanThreshold"
+    assert alarm["Threshold"] == 0
+    assert alarm["TreatMissingData"] == "notBreaching"
+    when_topic = {"Fn::If": ["HasAlarmTopic", [{"Ref": "AlarmTopicArn"}], {"Ref": "AWS::NoValue"}]}
+    assert alarm["AlarmActions"] == when_topic
+    assert alarm["OKActions"] == when_topic
+    parameter = template["Parameters"]["AlarmTopicArn"]
+    assert parameter["Type"] == "String"
+    assert parameter["Default"] == ""
+    pattern = re.compile(f"^(?:{parameter['AllowedPattern']})$")
+    assert pattern.match("")
+    assert pattern.match("arn:aws:sns:eu-west-1:123456789012:ops-alarms")
+    assert not pattern.match("ops-alarms")
+    assert not pattern.match("arn:aws:sqs:eu-west-1:123456789012:ops-alarms")
+    assert template["Conditions"]["HasAlarmTopic"] == {
+        "Fn::Not": [{"Fn::Equals": [{"Ref": "AlarmTopicArn"}, ""]}]
+    }
 
 
 def test_table_is_on_demand_with_the_email_key(template: dict[str, Any]) -> None:

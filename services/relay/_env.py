@@ -147,7 +147,7 @@ class EnvReader:
                 # Never echo the entry: it holds a password hash (or a clear-text password).
                 message = (
                     f"{RELAY_AUTH_USERS.name}: entry {position} is not `user:hash` "
-                    "(make the hash with `python -m relay.hash_password`)"
+                    "(make the hash with `relay hash-password`)"
                 )
                 raise ConfigError(message)
             users.append((user, hashed))

@@ -1,7 +1,7 @@
 """SMTP AUTH credentials: hashed static users, the DynamoDB API-key table, failure throttling.
 
 Passwords are never stored in clear: static users carry an scrypt hash made by
-`python -m relay.hash_password`, and new API keys are stored as `sha256:<hex>` items. Checking a
+`relay hash-password`, and new API keys are stored as `sha256:<hex>` items. Checking a
 password costs an scrypt run (tens of milliseconds) or a DynamoDB read, so results are cached for
 `RELAY_AUTH_CACHE_TTL` under a SHA-256 of the credentials (the cache never holds a password).
 
@@ -10,7 +10,9 @@ is assumed: items are keyed by the hash key `api_key`, whose value is either the
 (existing items) or `sha256:<hex digest of the key>` (keys created by this relay). The client
 presents the key as the AUTH password; the user name is free unless the item has a `username`
 attribute, which must then match. An item whose `active` attribute is false (boolean, or the
-strings "false"/"0"/"no") is refused; a missing `active` means active.
+strings "false"/"0"/"no") is refused; a missing `active` means active. The table's client gives
+up within seconds (`API_KEYS_CONNECT_TIMEOUT`, `API_KEYS_READ_TIMEOUT`, one retry): a slow or
+unreachable table makes AUTH answer `454 4.7.0` (try again later) instead of holding the client.
 
 `AuthThrottle` slows repeated failures from one peer (exponential delay) and then makes the server
 disconnect it with 421 for a cool-down period.
@@ -38,6 +40,13 @@ SCRYPT_N = 2**14
 SCRYPT_R = 8
 SCRYPT_P = 1
 _SCRYPT_MAXMEM = 64 * 1024 * 1024
+
+#: Seconds to connect to DynamoDB and to wait for its answer; attempts in all (one retry).
+API_KEYS_CONNECT_TIMEOUT = 2.0
+API_KEYS_READ_TIMEOUT = 3.0
+API_KEYS_ATTEMPTS = 2
+#: The key the readiness probe reads: never a stored key (a digest is `sha256:` + 64 hex digits).
+_PROBE_KEY = "sha256:readiness-probe"
 
 
 class CredentialsUnavailable(SesCoreError, ConnectionError):
@@ -140,18 +149,30 @@ class ApiKeyStore(Protocol):
 
 
 class DynamoDBApiKeys:
-    """The DynamoDB API-key table, read with one BatchGetItem per lookup."""
+    """The DynamoDB API-key table, read with one BatchGetItem per lookup.
+
+    Attributes:
+        table_name: the table.
+        client: the boto3 DynamoDB client every call goes through.
+    """
 
     def __init__(self, table_name: str, *, client: Any) -> None:
         self.table_name = table_name
-        self._client = client
+        self.client = client
 
     @classmethod
-    def from_table_name(cls, table_name: str) -> DynamoDBApiKeys:
-        """Create with boto3's default credential chain and region."""
+    def from_table_name(cls, table_name: str, *, region: str | None = None) -> DynamoDBApiKeys:
+        """Create with boto3's default credential chain and region (or `region`), and short
+        timeouts with one retry; raises botocore's `NoRegionError` when no region is known."""
         import boto3
+        from botocore.config import Config
 
-        return cls(table_name, client=boto3.client("dynamodb"))
+        config = Config(
+            connect_timeout=API_KEYS_CONNECT_TIMEOUT,
+            read_timeout=API_KEYS_READ_TIMEOUT,
+            retries={"total_max_attempts": API_KEYS_ATTEMPTS, "mode": "standard"},
+        )
+        return cls(table_name, client=boto3.client("dynamodb", region_name=region, config=config))
 
     def lookup(self, key: str) -> ApiKeyRecord | None:
         """See `ApiKeyStore.lookup`; the hashed item wins over a legacy clear one."""
@@ -162,7 +183,7 @@ class DynamoDBApiKeys:
         if key != digest:
             wanted.append({"api_key": {"S": key}})
         try:
-            response = self._client.batch_get_item(
+            response = self.client.batch_get_item(
                 RequestItems={self.table_name: {"Keys": wanted, "ConsistentRead": False}}
             )
         except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
@@ -184,15 +205,19 @@ class DynamoDBApiKeys:
             item["username"] = {"S": username}
         if description:
             item["description"] = {"S": description}
-        self._client.put_item(TableName=self.table_name, Item=item)
+        self.client.put_item(TableName=self.table_name, Item=item)
         return key
 
     def probe(self) -> None:
-        """Raise `CredentialsUnavailable` if the table cannot be described (readiness probe)."""
+        """Raise `CredentialsUnavailable` if the table cannot be read (readiness probe).
+
+        A GetItem of a key that is never stored: it needs only the read access lookups need,
+        where DescribeTable would need a permission a read-only role lacks (and /readyz would
+        then stay 503 on a relay that authenticates fine)."""
         import botocore.exceptions
 
         try:
-            self._client.describe_table(TableName=self.table_name)
+            self.client.get_item(TableName=self.table_name, Key={"api_key": {"S": _PROBE_KEY}})
         except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
             message = f"API-key table {self.table_name} unavailable: {type(exc).__name__}"
             raise CredentialsUnavailable(message) from exc

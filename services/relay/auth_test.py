@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import Any
+
 import pytest
 
 from relay.auth import (
+    API_KEYS_CONNECT_TIMEOUT,
+    API_KEYS_READ_TIMEOUT,
     ApiKeyRecord,
     AuthThrottle,
     CredentialsUnavailable,
     CredentialVerifier,
+    DynamoDBApiKeys,
     InMemoryApiKeys,
     api_key_digest,
     hash_password,
@@ -120,3 +126,65 @@ def test_throttle_success_resets() -> None:
     throttle.record_success("p")
     throttle.record_failure("p")
     assert not throttle.banned("p")
+
+
+# --- the DynamoDB API-key table: timeouts and the readiness probe -------------------------------
+
+
+@pytest.fixture
+def api_key_table(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """moto's DynamoDB (in-process) with an empty API-key table; dummy credentials, one region."""
+    import boto3
+    from moto import mock_aws
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    with mock_aws():
+        client = boto3.client("dynamodb")
+        client.create_table(
+            TableName="keys",
+            KeySchema=[{"AttributeName": "api_key", "KeyType": "HASH"}],
+            AttributeDefinitions=[{"AttributeName": "api_key", "AttributeType": "S"}],
+            BillingMode="PAY_PER_REQUEST",
+        )
+        yield client
+
+
+def operations(client: Any) -> list[str]:
+    """The names of the API operations `client` calls from now on."""
+    called: list[str] = []
+    client.meta.events.register(
+        "before-call.dynamodb.*", lambda model, **_: called.append(model.name)
+    )
+    return called
+
+
+def test_api_key_client_has_short_timeouts_and_one_retry(api_key_table: Any) -> None:
+    """The table's client gives up within seconds, so a slow table is a 454 at AUTH, not a hang."""
+    keys = DynamoDBApiKeys.from_table_name("keys")
+    config = keys.client.meta.config
+    assert (config.connect_timeout, config.read_timeout) == (
+        API_KEYS_CONNECT_TIMEOUT,
+        API_KEYS_READ_TIMEOUT,
+    )
+    assert API_KEYS_CONNECT_TIMEOUT <= 5 and API_KEYS_READ_TIMEOUT <= 5
+    assert config.retries == {"total_max_attempts": 2, "mode": "standard"}
+
+
+def test_probe_reads_one_item_never_describes_the_table(api_key_table: Any) -> None:
+    """Readiness needs only what lookups need (a read of an item that need not exist), not
+    dynamodb:DescribeTable, which a read-only role lacks."""
+    keys = DynamoDBApiKeys("keys", client=api_key_table)
+    called = operations(api_key_table)
+    keys.probe()
+    assert called == ["GetItem"]
+
+
+def test_probe_fails_when_the_table_is_missing(api_key_table: Any) -> None:
+    """A missing table makes the probe (and so /readyz) fail, with the table named."""
+    keys = DynamoDBApiKeys("nope", client=api_key_table)
+    called = operations(api_key_table)
+    with pytest.raises(CredentialsUnavailable, match="API-key table nope unavailable"):
+        keys.probe()
+    assert "DescribeTable" not in called

@@ -9,6 +9,7 @@ passwords) are kept out of the repr and never logged.
 
 from __future__ import annotations
 
+import difflib
 import os
 import socket
 from collections.abc import Mapping
@@ -19,12 +20,60 @@ import attrs
 from relay import variables as v
 from relay._env import ConfigError, EnvReader, IPNetwork
 from relay.variables import ENVIRONMENT_VARIABLES
+from ses_core.addresses import EmailAddress
+from ses_core.errors import InvalidAddress
 
-__all__ = ["ENVIRONMENT_VARIABLES", "ConfigError", "IPNetwork", "RelayConfig"]
+__all__ = [
+    "ENVIRONMENT_VARIABLES",
+    "ConfigError",
+    "IPNetwork",
+    "RelayConfig",
+    "UnknownVariable",
+    "unknown_variables",
+]
 
 #: The greeting's host name when SERVER_FQDN is unset and the machine has no name.
 _FALLBACK_FQDN = "localhost"
 _LOG_LEVELS = frozenset({"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"})
+#: Two blacklist stores configured: the relay would read only one of them.
+BOTH_BLACKLIST_STORES = (
+    f"{v.RELAY_BLACKLIST_SQLITE.name}: set together with {v.USE_BLACKLIST.name} and "
+    f"{v.DYNAMODB_TABLE.name}; choose one blacklist store (unset {v.RELAY_BLACKLIST_SQLITE.name} "
+    "to use the DynamoDB table)"
+)
+
+
+@attrs.frozen
+class UnknownVariable:
+    """A `RELAY_*` variable in the environment that the relay does not read (a typo, or a
+    setting of another version): it would otherwise be ignored without a word.
+
+    Attributes:
+        name: the variable as set.
+        closest: the known variable whose name is most like it, or None when none is close.
+    """
+
+    name: str
+    closest: str | None
+
+    @property
+    def message(self) -> str:
+        """One line for the start-up log and `relay check-config`."""
+        hint = f"did you mean {self.closest}?" if self.closest else "no known setting is close"
+        return f"{self.name}: not a setting of this relay, ignored ({hint})"
+
+
+def unknown_variables(environ: Mapping[str, str]) -> list[UnknownVariable]:
+    """Every `RELAY_*` name in `environ` that `relay.variables` does not define, in name order.
+
+    Only the `RELAY_` prefix is checked: the relay's other names (`SMTP_HOST`, `AWS_*`, ...) are
+    shared with other software, whose variables must not draw warnings."""
+    known = [variable.name for variable in v.VARIABLES]
+    return [
+        UnknownVariable(name, next(iter(difflib.get_close_matches(name, known, n=1)), None))
+        for name in sorted(environ)
+        if name.startswith("RELAY_") and name not in known
+    ]
 
 
 @attrs.frozen
@@ -44,6 +93,7 @@ class RelayConfig:
             blacklist_cache_blacklisted_ttl: the same for "blacklisted" answers;
             blacklist_cache_max_entries: the cache's size bound.
         metrics_port: `None` = endpoint off; `0` = an ephemeral port (tests).
+        unknown_variables: `RELAY_*` names set but not read (warned at start).
     """
 
     listen_host: str = v.SMTP_HOST.default
@@ -90,6 +140,7 @@ class RelayConfig:
 
     allowed_networks: tuple[IPNetwork, ...] = ()
     allowed_sender_domains: tuple[str, ...] = ()
+    bounce_from: str | None = v.RELAY_BOUNCE_FROM.default
     allow_open_relay: bool = v.RELAY_ALLOW_OPEN_RELAY.default
 
     max_message_size: int = v.RELAY_MAX_MESSAGE_SIZE.default
@@ -101,6 +152,7 @@ class RelayConfig:
     metrics_port: int | None = None
     log_level: str = v.RELAY_LOG_LEVEL.default
     log_json: bool = v.RELAY_LOG_FORMAT.default == "json"
+    unknown_variables: tuple[UnknownVariable, ...] = ()
 
     @property
     def local_mode(self) -> bool:
@@ -136,11 +188,7 @@ class RelayConfig:
 
         use_blacklist = env.flag(v.USE_BLACKLIST)
         dynamodb_table = env.text(v.DYNAMODB_TABLE)
-        sqlite = (
-            env.path(v.RELAY_BLACKLIST_SQLITE)
-            if local or env.is_set(v.RELAY_BLACKLIST_SQLITE)
-            else None
-        )
+        sqlite = _blacklist_sqlite(env, local, dynamodb=use_blacklist and bool(dynamodb_table))
         if use_blacklist and dynamodb_table is None and sqlite is None:
             raise ConfigError(f"{v.DYNAMODB_TABLE.name}: required when USE_BLACKLIST is true")
 
@@ -164,6 +212,7 @@ class RelayConfig:
         metrics_port = _metrics_port(env)
         fqdn = env.text(v.SERVER_FQDN)
         local_smtp_url = env.smtp_url()
+        domains = env.domains()
 
         return cls(
             listen_host=env.text(v.SMTP_HOST),
@@ -205,7 +254,8 @@ class RelayConfig:
             auth_required=env.flag(v.RELAY_AUTH_REQUIRED),
             auth_cache_ttl=env.number(v.RELAY_AUTH_CACHE_TTL, minimum=0.0),
             allowed_networks=env.networks(),
-            allowed_sender_domains=env.domains(),
+            allowed_sender_domains=domains,
+            bounce_from=_bounce_from(env, domains),
             allow_open_relay=env.flag(v.RELAY_ALLOW_OPEN_RELAY),
             max_message_size=env.integer(v.RELAY_MAX_MESSAGE_SIZE, minimum=1024),
             max_recipients=env.integer(v.RELAY_MAX_RECIPIENTS, minimum=1),
@@ -216,6 +266,7 @@ class RelayConfig:
             metrics_port=metrics_port,
             log_level=log_level,
             log_json=log_format == "json",
+            unknown_variables=tuple(unknown_variables(environ)),
         )
 
 
@@ -233,6 +284,15 @@ def _tls_files(env: EnvReader) -> tuple[Path | None, Path | None]:
     return cert, key
 
 
+def _blacklist_sqlite(env: EnvReader, local: bool, *, dynamodb: bool) -> Path | None:
+    """RELAY_BLACKLIST_SQLITE when set, its default file only in local mode with no DynamoDB
+    table: one store, chosen explicitly. Both set is an error, since one would be ignored."""
+    explicit = env.is_set(v.RELAY_BLACKLIST_SQLITE)
+    if explicit and dynamodb:
+        raise ConfigError(BOTH_BLACKLIST_STORES)
+    return env.path(v.RELAY_BLACKLIST_SQLITE) if explicit or (local and not dynamodb) else None
+
+
 def _rate(env: EnvReader, local: bool) -> float | None:
     """SES_RATE_LIMIT: a number, or `auto` (None: read from SES), which is the default unless in
     local mode."""
@@ -246,6 +306,25 @@ def _rate(env: EnvReader, local: bool) -> float | None:
             raise ConfigError(message)
         return None
     return env.number(v.SES_RATE_LIMIT, minimum=0.001)
+
+
+def _bounce_from(env: EnvReader, domains: tuple[str, ...]) -> str | None:
+    """RELAY_BOUNCE_FROM: an address, in RELAY_ALLOWED_SENDER_DOMAINS when that list is set (the
+    relay sends as it, so the allowlist's promise holds for null-sender mail too)."""
+    value = env.text(v.RELAY_BOUNCE_FROM)
+    if value is None:
+        return None
+    try:
+        address = EmailAddress.parse(value)
+    except InvalidAddress as exc:
+        raise ConfigError(f"{v.RELAY_BOUNCE_FROM.name}: not an address: {exc}") from None
+    if domains and address.ascii_domain not in domains:
+        message = (
+            f"{v.RELAY_BOUNCE_FROM.name}: domain {address.ascii_domain} is not in "
+            f"{v.RELAY_ALLOWED_SENDER_DOMAINS.name}"
+        )
+        raise ConfigError(message)
+    return value
 
 
 def _metrics_port(env: EnvReader) -> int | None:

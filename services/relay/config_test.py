@@ -9,7 +9,7 @@ import pytest
 
 from relay import variables
 from relay.auth import hash_password
-from relay.config import ENVIRONMENT_VARIABLES, ConfigError, RelayConfig
+from relay.config import ENVIRONMENT_VARIABLES, ConfigError, RelayConfig, unknown_variables
 from relay.variables import VARIABLES, Variable
 
 AWS = {"AWS_SMTP_HOST": "email-smtp.eu-west-1.amazonaws.com"}
@@ -216,3 +216,41 @@ def test_defaults_are_those_of_the_variables() -> None:
         server_fqdn=from_environment.server_fqdn,
     )
     assert from_environment == in_code
+
+
+def test_bounce_from_is_an_address_in_the_sender_allowlist() -> None:
+    """RELAY_BOUNCE_FROM: validated at start as an address, and inside
+    RELAY_ALLOWED_SENDER_DOMAINS when that is set (the relay sends as it)."""
+    ok = {**AWS, "RELAY_BOUNCE_FROM": "bounces@example.com"}
+    assert RelayConfig.from_environ(ok).bounce_from == "bounces@example.com"
+    assert RelayConfig.from_environ(AWS).bounce_from is None
+    restricted = {**ok, "RELAY_ALLOWED_SENDER_DOMAINS": "example.com"}
+    assert RelayConfig.from_environ(restricted).bounce_from == "bounces@example.com"
+    for environ in (
+        {**AWS, "RELAY_BOUNCE_FROM": "not an address"},
+        {**ok, "RELAY_ALLOWED_SENDER_DOMAINS": "other.example"},
+    ):
+        with pytest.raises(ConfigError, match="^RELAY_BOUNCE_FROM: "):
+            RelayConfig.from_environ(environ)
+
+
+def test_unknown_relay_variable_is_named_with_the_closest_known_name() -> None:
+    """A mistyped RELAY_* name is reported with the known name it resembles; known names and
+    other software's variables are not reported."""
+    environ = {
+        "RELAY_POOL_SZE": "8",
+        "RELAY_POOL_SIZE": "4",
+        "RELAY_ZZZ": "1",
+        "REDIS_URLS": "redis://x",
+        "PATH": "/bin",
+    }
+    unknown = unknown_variables(environ)
+    assert [(item.name, item.closest) for item in unknown] == [
+        ("RELAY_POOL_SZE", "RELAY_POOL_SIZE"),
+        ("RELAY_ZZZ", None),
+    ]
+    assert "RELAY_POOL_SZE" in unknown[0].message and "RELAY_POOL_SIZE" in unknown[0].message
+    config = RelayConfig.from_environ(environ)
+    assert config.unknown_variables == tuple(unknown)
+    assert config.pool_size == 4
+    assert unknown_variables({variable.name: "x" for variable in VARIABLES}) == []

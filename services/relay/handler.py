@@ -3,7 +3,10 @@
 What the client is told, and why:
 
 - MAIL: the sender address is parsed (`501 5.1.7` with the reason when invalid) and its domain
-  checked against `RELAY_ALLOWED_SENDER_DOMAINS` (`550 5.7.1`).
+  checked against `RELAY_ALLOWED_SENDER_DOMAINS` (`550 5.7.1`). The null sender `<>` (bounces,
+  auto-replies) is not subject to that list: SES needs a verified identity as envelope sender,
+  so it goes upstream as `null_sender` (`RELAY_BOUNCE_FROM`, validated at start; `""` keeps `<>`,
+  as the local outbox does), and without one it is refused with `550 5.7.1` naming the setting.
 - RCPT: syntax (`501 5.1.3` with the reason), then the blacklist, at RCPT time so that the client
   learns which recipient was refused: `550 5.1.1 <addr>: recipient is blacklisted (<reason>)`, or
   with `RELAY_BLACKLIST_MODE=drop` a silent drop (`250`, but the address is not sent to). A
@@ -18,6 +21,9 @@ What the client is told, and why:
   * nothing accepted, something deferred (throttled, transient, connection, auth, quota): `451`
     with an enhanced code saying which (`4.7.0` throttled / rate wait exceeded / quota,
     `4.4.x` upstream unreachable, `4.3.0` other), so the client keeps the message and retries;
+    what failed locally is named, not blamed on the upstream: `451 4.3.0 Rate limiter
+    unavailable` (the shared limiter cannot answer and fails closed), `451 4.3.0 Local outbox
+    write failed`;
   * every recipient refused permanently by the upstream: the upstream's own `5xx` and text;
   * partial acceptance: `250`. SMTP has one reply per DATA, and a 4xx after some recipients were
     accepted upstream would make the client resend to all of them (duplicates). Recipients still
@@ -53,26 +59,16 @@ from aiosmtpd.smtp import Envelope, Session
 
 from relay.access import AccessPolicy
 from relay.metrics import RelayMetrics
+from relay.replies import NULL_SENDER_REFUSED, deferred_reply, permanent_reply, short
 from ses_core.addresses import EmailAddress
-from ses_core.blacklist import BlacklistEntry, BlacklistReader, InstantLookup
-from ses_core.errors import (
-    BlacklistUnavailable,
-    DailyQuotaExhausted,
-    InvalidAddress,
-    LookupWouldBlock,
-    RateLimiterUnavailable,
-    RateLimitTimeout,
-)
-from ses_core.smtp import MessageSender, OutboundMessage, RecipientResult, ReplyClass, SendResult
+from ses_core.blacklist import AsyncLookup, BlacklistEntry, BlacklistReader, InstantLookup
+from ses_core.errors import BlacklistUnavailable, InvalidAddress, LookupWouldBlock
+from ses_core.smtp import MessageSender, OutboundMessage, ReplyClass, SendResult
 
 log = logging.getLogger(__name__)
 transaction_log = logging.getLogger("relay.transactions")
 
 INTERNAL_ERROR = "451 4.3.0 Internal error, please try again later"
-_RATE_WAIT_EXCEEDED = "451 4.7.0 Send rate limit: wait exceeded, try again later"
-_QUOTA_EXHAUSTED = "451 4.7.0 Daily sending quota exhausted, try again later"
-_LIMITER_DOWN = "451 4.3.0 Rate limiter unavailable, try again later"
-_MAX_REASON = 200
 
 
 class RelayEnvelope(Envelope):
@@ -106,6 +102,7 @@ class RelayHandler:
         max_wait: float = 60.0,
         max_recipients: int = 1000,
         blacklist_drop: bool = False,
+        null_sender: str | None = None,
         on_daily_quota: Callable[[], None] | None = None,
         lookup_executor: Executor | None = None,
         clock: Callable[[], float] = time.monotonic,
@@ -114,11 +111,14 @@ class RelayHandler:
         self.blacklist = blacklist
         # Resolved once: a Protocol isinstance check is slow, and would be paid per RCPT.
         self._instant = blacklist if isinstance(blacklist, InstantLookup) else None
+        self._batched = blacklist if isinstance(blacklist, AsyncLookup) else None
         self.policy = policy or AccessPolicy()
         self.metrics = metrics or RelayMetrics()
         self.max_wait = max_wait
         self.max_recipients = max_recipients
         self.blacklist_drop = blacklist_drop
+        # The envelope sender `MAIL FROM:<>` is sent with ("" keeps it); None refuses it.
+        self.null_sender = null_sender
         self._on_daily_quota = on_daily_quota
         # Blacklist lookups that block run here (None: the loop's default executor).
         self._lookup_executor = lookup_executor
@@ -147,18 +147,24 @@ class RelayHandler:
         mail_options: list[str],
     ) -> str:
         """Check the sender's syntax and domain; start the transaction clock."""
-        try:
-            parsed = EmailAddress.parse(address)
-        except InvalidAddress as exc:
-            return f"501 5.1.7 Bad sender address syntax: {_short(str(exc))}"
-        if not self.policy.sender_allowed(parsed.ascii_domain):
-            log.info("sender domain %s refused for %s", parsed.ascii_domain, _peer_host(session))
-            return "550 5.7.1 Sender domain not allowed on this relay"
+        domain = None
+        if address in ("<>", ""):
+            if self.null_sender is None:
+                return NULL_SENDER_REFUSED
+        else:
+            try:
+                parsed = EmailAddress.parse(address)
+            except InvalidAddress as exc:
+                return f"501 5.1.7 Bad sender address syntax: {short(str(exc))}"
+            domain = parsed.ascii_domain
+            if not self.policy.sender_allowed(domain):
+                log.info("sender domain %s refused for %s", domain, _peer_host(session))
+                return "550 5.7.1 Sender domain not allowed on this relay"
         envelope.mail_from = address
         envelope.mail_options.extend(mail_options)
         if isinstance(envelope, RelayEnvelope):
             envelope.started = self._clock()
-            envelope.sender_domain = parsed.ascii_domain
+            envelope.sender_domain = domain
         return "250 2.1.0 OK"
 
     async def handle_RCPT(
@@ -176,13 +182,13 @@ class RelayHandler:
             parsed = EmailAddress.parse(address)
         except InvalidAddress as exc:
             self.metrics.recipients.labels("invalid").inc()
-            return f"501 5.1.3 Bad recipient address syntax: {_short(str(exc))}"
+            return f"501 5.1.3 Bad recipient address syntax: {short(str(exc))}"
         if parsed.requires_smtputf8 and not envelope.smtp_utf8:
             return "553 5.6.7 Non-ASCII address requires MAIL FROM with SMTPUTF8"
         if self.blacklist is not None:
             try:
                 entry = await _blacklisted(
-                    self.blacklist, self._instant, self._lookup_executor, address
+                    self.blacklist, self._instant, self._batched, self._lookup_executor, address
                 )
             except BlacklistUnavailable as exc:
                 self.metrics.blacklist_errors.inc()
@@ -225,25 +231,19 @@ class RelayHandler:
         if not recipients:
             # Every recipient was a blacklisted address dropped silently (drop mode).
             return self._finish(record, "250 2.0.0 OK", "dropped", None)
+        sender = envelope.mail_from or ""
+        if sender in ("<>", "") and self.null_sender is not None:
+            sender = self.null_sender  # the message itself is unchanged
         message = OutboundMessage(
-            sender=envelope.mail_from or "",
+            sender=sender,
             recipients=recipients,
             data=envelope.original_content or b"",
             smtputf8=bool(envelope.smtp_utf8),
             eightbit="BODY=8BITMIME" in envelope.mail_options,
         )
-        deadline = started + self.max_wait
-        try:
-            result = await self.sender.send(message, deadline=deadline)
-        # A sender may raise its limiter's refusal instead of deferring: the same answers.
-        except RateLimitTimeout as exc:
-            record.limiter_wait = exc.wait_seconds
-            return self._finish(record, _RATE_WAIT_EXCEEDED, "deferred", "rate_wait_exceeded")
-        except DailyQuotaExhausted:
-            return self._finish(record, _QUOTA_EXHAUSTED, "deferred", "daily_quota")
-        except RateLimiterUnavailable as exc:
-            log.error("rate limiter unavailable: %s", exc)
-            return self._finish(record, _LIMITER_DOWN, "deferred", "limiter_unavailable")
+        # A sender never raises for a limiter's refusal (the `MessageSender` contract): it
+        # defers, and `deferred_reply` names the class.
+        result = await self.sender.send(message, deadline=started + self.max_wait)
         self.metrics.upstream_latency.observe(self._clock() - started)
         return self._answer(record, result)
 
@@ -266,7 +266,7 @@ class RelayHandler:
         first = (deferred or refused or accepted)[0]
         record.upstream_code = first.code
         if not deferred and not refused:
-            return self._finish(record, f"250 {_short(accepted[0].text) or 'OK'}", "accepted", None)
+            return self._finish(record, f"250 {short(accepted[0].text) or 'OK'}", "accepted", None)
         if accepted:
             if deferred:
                 self.metrics.recipients.labels("undelivered").inc(len(deferred))
@@ -277,16 +277,14 @@ class RelayHandler:
                     ", ".join(f"{r.recipient} ({r.code})" for r in deferred),
                 )
             reason = "partial_deferred" if deferred else "partial_refused"
-            return self._finish(
-                record, f"250 {_short(accepted[0].text) or 'OK'}", "partial", reason
-            )
+            return self._finish(record, f"250 {short(accepted[0].text) or 'OK'}", "partial", reason)
         if deferred:
             self.metrics.recipients.labels("deferred").inc(len(deferred))
-            line, reason = _deferred_reply(deferred)
+            line, reason = deferred_reply(deferred)
             if result.ambiguous:
                 reason = "ambiguous"
             return self._finish(record, line, "deferred", reason)
-        return self._finish(record, _permanent_reply(refused[0]), "refused", "upstream_refused")
+        return self._finish(record, permanent_reply(refused[0]), "refused", "upstream_refused")
 
     def _finish(self, record: _Record, reply: str, outcome: str, reason: str | None) -> str:
         latency = self._clock() - record.started
@@ -344,14 +342,23 @@ class _Record:
 async def _blacklisted(
     blacklist: BlacklistReader,
     instant: InstantLookup | None,
+    batched: AsyncLookup | None,
     executor: Executor | None,
     address: str,
 ) -> BlacklistEntry | None:
     """The blacklist entry for `address`: answered on the loop when that costs no waiting (a
-    cached answer, or a SQLite read: `InstantLookup`), else by the store in a thread (DynamoDB
-    blocks on the network). The address is passed as written, not only its key: the DynamoDB
-    adapter also matches case-sensitive legacy items with it."""
-    if instant is not None:
+    cached answer, or a SQLite read: `InstantLookup`), by a store call shared with other
+    sessions' lookups (`AsyncLookup`: the cache's misses batched for DynamoDB), else by the store
+    in a thread. The address is passed as written, not only its key: the DynamoDB adapter also
+    matches case-sensitive legacy items with it."""
+    if batched is not None:
+        try:
+            found = await batched.lookup_async([address])
+        except LookupWouldBlock:
+            pass
+        else:
+            return next(iter(found.values()), None)
+    elif instant is not None:
         try:
             found = instant.lookup_now([address])
         except LookupWouldBlock:
@@ -360,34 +367,3 @@ async def _blacklisted(
             return next(iter(found.values()), None)
     loop = asyncio.get_running_loop()
     return await loop.run_in_executor(executor, blacklist.get, address)
-
-
-def _deferred_reply(deferred: tuple[RecipientResult, ...]) -> tuple[str, str]:
-    classes = {r.reply_class for r in deferred}
-    sample = deferred[0]
-    upstream = f"(upstream {sample.code})"
-    if classes == {ReplyClass.RATE_LIMITED}:
-        return _RATE_WAIT_EXCEEDED, "rate_wait_exceeded"
-    if ReplyClass.DAILY_QUOTA in classes:
-        return f"451 4.7.0 Daily sending quota exceeded, try again later {upstream}", "daily_quota"
-    if classes & {ReplyClass.THROTTLED, ReplyClass.RATE_LIMITED}:
-        return f"451 4.7.0 Upstream throttled, try again later {upstream}", "throttled"
-    if ReplyClass.AUTH in classes:
-        return (
-            f"451 4.7.0 Upstream refused the relay's credentials, try again later {upstream}",
-            "upstream_auth",
-        )
-    if ReplyClass.CONNECTION in classes:
-        return "451 4.4.1 Upstream unreachable, try again later", "connection"
-    return f"451 4.3.0 Upstream temporary failure, try again later {upstream}", "transient"
-
-
-def _permanent_reply(refused: RecipientResult) -> str:
-    code = refused.code if 500 <= refused.code < 600 else 554
-    return f"{code} {_short(refused.text) or 'Transaction failed'}"
-
-
-def _short(text: str) -> str:
-    # A reply is one line: strip CR/LF and bound its length.
-    flat = " ".join(text.split())
-    return flat if len(flat) <= _MAX_REASON else flat[: _MAX_REASON - 3] + "..."

@@ -14,10 +14,11 @@ from aiosmtpd.smtp import Session
 
 from relay.access import AccessPolicy
 from relay.handler import INTERNAL_ERROR, RelayEnvelope, RelayHandler
+from relay.outbox import WRITE_FAILED
 from ses_core.blacklist import BlacklistEntry, BlacklistReason, InMemoryBlacklist
 from ses_core.blacklist.cache import CachedBlacklist
 from ses_core.blacklist.sqlite import SqliteBlacklist
-from ses_core.errors import BlacklistUnavailable, LookupWouldBlock, RateLimitTimeout
+from ses_core.errors import BlacklistUnavailable, LookupWouldBlock
 from ses_core.smtp import OutboundMessage, Outcome, RecipientResult, ReplyClass, SendResult
 
 Script = Callable[[OutboundMessage], SendResult]
@@ -302,10 +303,72 @@ async def test_data_replies(script: Script, expected: str) -> None:
     assert await data(handler, ["a@example.org", "b@example.org"]) == expected
 
 
-async def test_data_limiter_exceptions_are_451() -> None:
-    """A sender that raises RateLimitTimeout (instead of deferring) still gets 451 4.7.0."""
-    handler = RelayHandler(sender=ScriptedSender(RateLimitTimeout("slow", 12.0)))
-    assert (await data(handler, ["a@example.org"])).startswith("451 4.7.0 Send rate limit")
+@pytest.mark.parametrize(
+    ("script", "expected"),
+    [
+        (
+            each(
+                451,
+                "4.3.0 send-rate limiter unavailable: redis down",
+                ReplyClass.LIMITER_UNAVAILABLE,
+                Outcome.DEFERRED,
+            ),
+            "451 4.3.0 Rate limiter unavailable, try again later",
+        ),
+        (
+            each(451, WRITE_FAILED, ReplyClass.TRANSIENT, Outcome.DEFERRED),
+            "451 4.3.0 Local outbox write failed, try again later",
+        ),
+    ],
+)
+async def test_data_names_what_failed_locally(script: Script, expected: str) -> None:
+    """A limiter that cannot answer, or an outbox that cannot write, is named as such, not
+    blamed on the upstream."""
+    handler = RelayHandler(sender=ScriptedSender(script))
+    assert await data(handler, ["a@example.org"]) == expected
+
+
+async def test_null_sender_refused_without_bounce_from() -> None:
+    """MAIL FROM:<> without RELAY_BOUNCE_FROM: 550 5.7.1 naming the setting."""
+    handler = RelayHandler(sender=ScriptedSender())
+    env = RelayEnvelope()
+    reply = await handler.handle_MAIL(None, session(), env, "<>", [])
+    assert reply == (
+        "550 5.7.1 Null sender not accepted: set RELAY_BOUNCE_FROM to a verified identity"
+    )
+    assert env.mail_from is None
+
+
+async def test_null_sender_goes_upstream_as_bounce_from() -> None:
+    """With a bounce-from address, `<>` is accepted (even outside the sender-domain allowlist)
+    and sent with that envelope sender; the message bytes are unchanged."""
+    sender = ScriptedSender(ACCEPT)
+    handler = RelayHandler(
+        sender=sender,
+        policy=AccessPolicy(sender_domains=frozenset({"example.com"})),
+        null_sender="bounces@example.com",
+    )
+    env = RelayEnvelope()
+    assert await handler.handle_MAIL(None, session(), env, "<>", []) == "250 2.1.0 OK"
+    assert env.sender_domain is None
+    assert await handler.handle_RCPT(None, session(), env, "a@example.org", []) == "250 2.1.5 OK"
+    env.original_content = b"Subject: bounce\r\n\r\nbody\r\n"
+    assert await handler.handle_DATA(None, session(), env) == "250 Ok 0100-abc"
+    [sent] = sender.sent
+    assert sent.sender == "bounces@example.com"
+    assert sent.data == b"Subject: bounce\r\n\r\nbody\r\n"
+
+
+async def test_null_sender_kept_as_is_when_configured_empty() -> None:
+    """`null_sender=""` (local outbox mode) keeps `<>` as the envelope sender."""
+    sender = ScriptedSender(ACCEPT)
+    handler = RelayHandler(sender=sender, null_sender="")
+    env = RelayEnvelope()
+    assert await handler.handle_MAIL(None, session(), env, "<>", []) == "250 2.1.0 OK"
+    await handler.handle_RCPT(None, session(), env, "a@example.org", [])
+    env.original_content = b"x\r\n"
+    assert (await handler.handle_DATA(None, session(), env)).startswith("250")
+    assert sender.sent[0].sender == ""
 
 
 async def test_partial_deferred_past_deadline_logged(caplog: pytest.LogCaptureFixture) -> None:

@@ -1,7 +1,8 @@
-"""Print an scrypt hash for `RELAY_AUTH_USERS`: `python -m relay.hash_password [user]`.
+"""Print an scrypt hash for `RELAY_AUTH_USERS`: `relay hash-password [user]`.
 
 The password is read without echo (or from stdin when it is not a terminal), so it never lands in
 shell history. The output is the `user:hash` entry to put in `RELAY_AUTH_USERS`.
+`python -m relay.hash_password [user]` still works where the sources are importable.
 """
 
 from __future__ import annotations

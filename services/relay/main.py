@@ -1,8 +1,10 @@
 """Entry point of the relay (`python -m relay.main`, the PEX, the Docker image).
 
-Only this module configures logging. A configuration error prints one line naming the variable
-and exits with status 2 (no traceback); SIGTERM/SIGINT shut down gracefully and exit 0. uvloop is
-used when installed: a faster event loop means a cheaper message.
+`relay` alone (or `relay serve`) runs the server; the operator tools are subcommands of the same
+entry point (`relay hash-password`, `relay api-key create`, `relay check-config`, see
+`relay.cli`). Only this module configures logging. A configuration error prints one line naming
+the variable and exits with status 2 (no traceback); SIGTERM/SIGINT shut down gracefully and exit
+0. uvloop is used when installed: a faster event loop means a cheaper message.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import logging
 import os
 import sys
 
+from relay import cli
 from relay.config import ConfigError, RelayConfig
 from relay.logs import setup_logging
 from relay.server import serve
@@ -19,7 +22,15 @@ from relay.server import serve
 log = logging.getLogger("relay.main")
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    """Run the command `argv` names (default: `sys.argv`); the relay itself when none."""
+    args = cli.parse(sys.argv[1:] if argv is None else argv)
+    if cli.wants_server(args):
+        return run_relay()
+    return cli.run_tool(args)
+
+
+def run_relay() -> int:
     """Load the configuration, run the relay until a signal, return the exit status."""
     try:
         config = RelayConfig.from_environ(os.environ)

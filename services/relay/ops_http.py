@@ -2,8 +2,9 @@
 
 Three GET routes do not justify a web framework; `asyncio.start_server` serves them on the relay's
 event loop. Each response closes the connection. `/readyz` runs the relay's readiness probes
-(upstream NOOP on a pooled connection, Redis, DynamoDB) with a timeout and answers 503 with the
-failing probe's name and error class, never with a traceback.
+(upstream NOOP on the probe's own session, outside the send pool so that it never queues behind
+sends waiting for rate tokens; Redis; DynamoDB) with a timeout and answers 503 with the failing
+probe's name and error class, never with a traceback.
 """
 
 from __future__ import annotations

@@ -2,9 +2,11 @@
 
 This is what runs on a developer machine with no AWS account: the relay behaves exactly as in
 production (AUTH, blacklist, rate limit, logs, metrics) but `send` writes the message to disk.
-Writes are atomic (a hidden temporary file, fsync, then rename), so a watcher never sees half a
-message. The envelope is recorded the way local delivery agents do it: a `Return-Path` header and
-one `X-Original-To` header per recipient are prepended to the message.
+Writes are atomic and durable before the `250` (a hidden temporary file, fsync, rename, then an
+fsync of the directory), so a watcher never sees half a message and an acknowledged message
+survives a power loss. The envelope is recorded the way local delivery agents do it: a
+`Return-Path` header and one `X-Original-To` header per recipient are prepended to the message
+(`Return-Path: <>` for the null sender of bounces, kept as it came).
 """
 
 from __future__ import annotations
@@ -23,6 +25,9 @@ from ses_core.ratelimit import RateLimiter
 from ses_core.smtp import OutboundMessage, Outcome, RecipientResult, ReplyClass, SendResult
 
 log = logging.getLogger(__name__)
+
+#: The deferral text of a message the outbox could not make durable.
+WRITE_FAILED = "4.3.0 Local outbox write failed"
 
 
 class OutboxSender:
@@ -58,7 +63,7 @@ class OutboxSender:
                 return _all(message, 451, text, ReplyClass.RATE_LIMITED, attempts=0)
             except RateLimiterUnavailable:
                 text = "4.3.0 send-rate limiter unavailable"
-                return _all(message, 451, text, ReplyClass.TRANSIENT, attempts=0)
+                return _all(message, 451, text, ReplyClass.LIMITER_UNAVAILABLE, attempts=0)
             except DailyQuotaExhausted:
                 text = "4.7.0 daily sending quota exhausted"
                 return _all(message, 454, text, ReplyClass.DAILY_QUOTA, attempts=0)
@@ -66,8 +71,7 @@ class OutboxSender:
             path = await asyncio.to_thread(self._write, message)
         except OSError as exc:
             log.error("outbox write failed in %s: %s", self.directory, exc.strerror or exc)
-            text = "4.3.0 Local outbox write failed"
-            return _all(message, 451, text, ReplyClass.TRANSIENT, waited=waited)
+            return _all(message, 451, WRITE_FAILED, ReplyClass.TRANSIENT, waited=waited)
         text = f"2.0.0 Ok {path.stem}"
         accepted = tuple(
             RecipientResult(rcpt, Outcome.ACCEPTED, 250, text, ReplyClass.SUCCESS)
@@ -85,18 +89,39 @@ class OutboxSender:
         """Nothing to release."""
 
     def _write(self, message: OutboundMessage) -> Path:
+        """Write `message` durably, before the client is told 250: the file's bytes are fsynced
+        before the rename that gives it its final name, and the directory after it (the rename
+        itself lives in the directory). A failure removes what was written, so the client's
+        retry neither loses the message nor duplicates it."""
         name = f"{time.strftime('%Y%m%dT%H%M%S')}-{next(self._counter):06d}-{uuid.uuid4().hex[:12]}"
         final = self.directory / f"{name}.eml"
         temporary = self.directory / f".{name}.tmp"
         header = [f"Return-Path: <{message.sender}>\r\n"]
         header.extend(f"X-Original-To: {rcpt}\r\n" for rcpt in message.recipients)
-        with open(temporary, "wb") as file:
-            file.write("".join(header).encode("utf-8"))
-            file.write(message.data)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, final)
+        try:
+            with open(temporary, "wb") as file:
+                file.write("".join(header).encode("utf-8"))
+                file.write(message.data)
+                file.flush()
+                os.fsync(file.fileno())
+            os.replace(temporary, final)
+        except OSError:
+            temporary.unlink(missing_ok=True)
+            raise
+        try:
+            _fsync_directory(self.directory)
+        except OSError:
+            final.unlink(missing_ok=True)
+            raise
         return final
+
+
+def _fsync_directory(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _all(

@@ -82,7 +82,8 @@ AWS_SMTP_PASSWORD: Variable[str | None] = Variable(
 )
 SES_RATE_LIMIT = Variable(
     "SES_RATE_LIMIT",
-    "Send rate in recipients per second, or `auto` to read the account's SES MaxSendRate.",
+    "Send rate in recipients per second, or `auto` to read the account's SES MaxSendRate"
+    " (start-up fails, naming the cause, if SES cannot be read).",
     10.0,
     "14",
     shown="auto (AWS mode), {} (local mode)",
@@ -165,9 +166,17 @@ RELAY_ALLOWED_SENDER_DOMAINS = Variable(
     "",
     "example.com",
 )
+RELAY_BOUNCE_FROM: Variable[str | None] = Variable(
+    "RELAY_BOUNCE_FROM",
+    "Envelope sender for null-sender mail (`MAIL FROM:<>`: bounces, auto-replies), since SES"
+    " needs a verified identity: such an address, in RELAY_ALLOWED_SENDER_DOMAINS when that is"
+    " set. Unset: `<>` is refused with `550 5.7.1` (local mode keeps `<>`).",
+    None,
+    "bounces@example.com",
+)
 RELAY_AUTH_USERS = Variable(
     "RELAY_AUTH_USERS",
-    "Comma-separated `user:hash` AUTH credentials (hash from `python -m relay.hash_password`).",
+    "Comma-separated `user:hash` AUTH credentials (hash from `relay hash-password`).",
     "",
     "app:scrypt$16384$8$1$...",
 )
@@ -191,10 +200,10 @@ RELAY_BLACKLIST_MODE = Variable(
 )
 RELAY_BLACKLIST_SQLITE = Variable(
     "RELAY_BLACKLIST_SQLITE",
-    "SQLite blacklist file (used instead of DynamoDB when set).",
+    "SQLite blacklist file; set it or USE_BLACKLIST+DYNAMODB_TABLE, never both (start-up error).",
     Path("blacklist.sqlite3"),
     "/data/blacklist.sqlite3",
-    shown="./{} in local mode",
+    shown="./{} in local mode without DYNAMODB_TABLE",
 )
 RELAY_BLACKLIST_CACHE_TTL = Variable(
     "RELAY_BLACKLIST_CACHE_TTL",
@@ -277,7 +286,11 @@ RELAY_JUNK_COMMAND_LIMIT = Variable(
     "20",
 )
 RELAY_GRACE_PERIOD = Variable(
-    "RELAY_GRACE_PERIOD", "Seconds in-flight transactions get on SIGTERM/SIGINT.", 30.0, "10"
+    "RELAY_GRACE_PERIOD",
+    "Seconds in-flight transactions get on SIGTERM/SIGINT; keep it at least RELAY_MAX_WAIT +"
+    " RELAY_UPSTREAM_TIMEOUT so none is cut (and the orchestrator's stop timeout above it).",
+    90.0,
+    "45",
 )
 RELAY_METRICS_HOST = Variable(
     "RELAY_METRICS_HOST",
@@ -318,6 +331,7 @@ VARIABLES: Final[tuple[Variable[object], ...]] = (
     RELAY_MAX_WAIT,
     RELAY_ALLOWED_NETWORKS,
     RELAY_ALLOWED_SENDER_DOMAINS,
+    RELAY_BOUNCE_FROM,
     RELAY_AUTH_USERS,
     RELAY_AUTH_REQUIRED,
     RELAY_AUTH_CACHE_TTL,

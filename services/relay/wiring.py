@@ -17,31 +17,32 @@ import logging
 import ssl
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor, ThreadPoolExecutor
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit
 
 import attrs
 
 from relay.access import AccessPolicy
 from relay.auth import AuthThrottle, CredentialVerifier, DynamoDBApiKeys
-from relay.config import ConfigError, RelayConfig
+from relay.config import BOTH_BLACKLIST_STORES, ConfigError, RelayConfig
 from relay.handler import RelayHandler
 from relay.metrics import RelayMetrics
 from relay.outbox import OutboxSender
 from relay.session import OpenSessions, SessionPolicy
 from relay.session_auth import SessionAuth
 from relay.tls import server_context
-from ses_core.blacklist import BlacklistReader, CachedBlacklist
+from ses_core.blacklist import BatchingLookup, BlacklistReader, CachedBlacklist
 from ses_core.ratelimit import LocalRateLimiter, RateLimiter
 from ses_core.smtp import MessageSender, SmtpSettings
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
-#: Rate used by `SES_RATE_LIMIT=auto` until SES answers: the sandbox rate, never too fast.
-AUTO_FALLBACK_RATE = 1.0
-#: Threads for blacklist lookups that block (DynamoDB), sized like boto3's connection pool: the
-#: loop's default executor is much smaller, so a slow table would cap RCPT throughput and queue
-#: outbox writes and API-key lookups behind them.
+#: The `auto` limiter's rate until SES's first answer, which start-up waits for (or fails).
+_AUTO_INITIAL_RATE = 1.0
+#: Threads for blacklist lookups that must block: a locked SQLite file, or a reader without a
+#: batcher (DynamoDB lookups go through the batcher's own threads). Kept apart from the loop's
+#: default executor so that slow lookups never queue outbox writes and API-key lookups.
 LOOKUP_THREADS = 32
 
 Probe = Callable[[], Awaitable[None]]
@@ -97,6 +98,8 @@ async def build_components(
     config: RelayConfig, *, metrics: RelayMetrics | None = None
 ) -> Components:
     """Build everything `config` asks for (see the module docstring)."""
+    for unknown in config.unknown_variables:
+        log.warning("%s", unknown.message)
     metrics = metrics or RelayMetrics()
     probes: dict[str, Probe] = {}
     tls_context = None
@@ -115,7 +118,7 @@ async def build_components(
             metrics.watch_cache(lambda: cache.stats)
         credentials = CredentialVerifier(
             users=config.auth_users,
-            api_keys=_api_keys(config, probes),
+            api_keys=api_key_table(config, probes),
             cache_ttl=config.auth_cache_ttl,
         )
         sender = await _build_sender(config, stack, limiter, metrics)
@@ -144,6 +147,8 @@ def build_handler(config: RelayConfig, components: Components) -> RelayHandler:
         max_wait=config.max_wait,
         max_recipients=config.max_recipients,
         blacklist_drop=config.blacklist_drop,
+        # SES needs a verified identity as envelope sender; local mode keeps `<>` as it came.
+        null_sender="" if config.local_mode else config.bounce_from,
         on_daily_quota=components.on_daily_quota,
         lookup_executor=components.lookup_executor,
     )
@@ -172,7 +177,7 @@ async def build_limiter(
 ) -> tuple[RateLimiter, Callable[[], None] | None]:
     """The send-rate limiter (Redis-shared when REDIS_URL is set, SES-driven when `auto`) and,
     with `auto`, the hook that tells it SES reported the daily quota used up."""
-    rate = config.rate_limit if config.rate_limit is not None else AUTO_FALLBACK_RATE
+    rate = config.rate_limit if config.rate_limit is not None else _AUTO_INITIAL_RATE
     limiter: Any
     if config.redis_url:
         from ses_core.ratelimit.redis import DegradeToLocal, FailClosed, RedisRateLimiter
@@ -193,23 +198,34 @@ async def build_limiter(
         limiter = LocalRateLimiter(rate, config.rate_burst)
     if config.rate_limit is not None:
         return limiter, None
+    from ses_core.errors import SesQuotaUnavailable
     from ses_core.ratelimit.ses_quota import QuotaGuardedLimiter, SendQuotaPoller
 
-    poller = SendQuotaPoller(
-        limiter,
-        fallback_rate=AUTO_FALLBACK_RATE,
-        sesv2_client=aws_client("sesv2"),
-        ses_client=aws_client("ses"),
-    )
-    await poller.start()
+    sesv2, ses = ses_quota_clients(config)
+    region = sesv2.meta.region_name
+    poller = SendQuotaPoller(limiter, sesv2_client=sesv2, ses_client=ses)
+    try:
+        await poller.start()
+    except SesQuotaUnavailable as exc:
+        message = (
+            f"SES_RATE_LIMIT: `auto` could not read the SES quota in {region}: {exc} "
+            "(or set SES_RATE_LIMIT to the account's rate)"
+        )
+        raise ConfigError(message) from None
     stack.push_async_callback(poller.stop)
     guarded = QuotaGuardedLimiter(limiter, poller)
-    log.info(
-        "SES_RATE_LIMIT=auto: rate %.2f/s from SES (fallback %.1f/s)",
-        guarded.rate,
-        AUTO_FALLBACK_RATE,
-    )
+    source = poller.quota.source if poller.quota else "SES"
+    log.info("SES_RATE_LIMIT=auto: %.3g/s from %s in %s", guarded.rate, source, region)
     return guarded, poller.report_exhausted
+
+
+def ses_quota_clients(config: RelayConfig) -> tuple[Any, Any]:
+    """The SES v2 and v1 clients `auto` reads the quota with: short timeouts, one retry, and the
+    region of an `email-smtp.<region>.amazonaws.com` AWS_SMTP_HOST (else boto3's usual one)."""
+    from ses_core.ratelimit.ses_quota import region_from_smtp_host, ses_api_clients
+
+    region = region_from_smtp_host(config.upstream_host)
+    return _with_region(lambda: ses_api_clients(region), "SES_RATE_LIMIT=auto")
 
 
 def _redis_probe(url: str, stack: contextlib.AsyncExitStack) -> Probe:
@@ -225,28 +241,35 @@ def _redis_probe(url: str, stack: contextlib.AsyncExitStack) -> Probe:
     return redis_ready
 
 
-def aws_client(service: str) -> Any:
-    """A boto3 client from the default chain; no region becomes a one-line `ConfigError`."""
-    import boto3
+def _with_region(make: Callable[[], T], needed_for: str) -> T:
+    """`make()` (a boto3 client maker), boto3's missing-region error made a one-line
+    `ConfigError`."""
     import botocore.exceptions
 
     try:
-        return boto3.client(service)
+        return make()
     except botocore.exceptions.NoRegionError:
-        message = f"AWS_DEFAULT_REGION: no AWS region configured (needed for {service})"
+        message = f"AWS_DEFAULT_REGION: no AWS region configured (needed for {needed_for})"
         raise ConfigError(message) from None
 
 
 def build_blacklist(
     config: RelayConfig, stack: contextlib.AsyncExitStack, probes: dict[str, Probe]
 ) -> CachedBlacklist | None:
-    """SQLite when RELAY_BLACKLIST_SQLITE (or local mode), DynamoDB with USE_BLACKLIST; cached."""
+    """SQLite when RELAY_BLACKLIST_SQLITE (or local mode), DynamoDB with USE_BLACKLIST (lookups
+    batched); cached.
+    Never both (`relay.config` refuses that too); the store in use is logged at start."""
     inner: Any
+    batcher: BatchingLookup | None = None
+    dynamodb = config.use_blacklist and bool(config.dynamodb_table)
+    if config.blacklist_sqlite is not None and dynamodb:
+        raise ConfigError(BOTH_BLACKLIST_STORES)
     if config.blacklist_sqlite is not None:
         from ses_core.blacklist.sqlite import SqliteBlacklist
 
         inner = SqliteBlacklist(config.blacklist_sqlite)
         stack.callback(inner.close)
+        log.info("blacklist: SQLite file %s", config.blacklist_sqlite)
     elif config.use_blacklist and config.dynamodb_table:
         from ses_core.blacklist.dynamodb import DynamoDBBlacklist
 
@@ -256,13 +279,19 @@ def build_blacklist(
             message = "AWS_DEFAULT_REGION: no AWS region configured (needed for DYNAMODB_TABLE)"
             raise ConfigError(message) from None
         probes["dynamodb"] = _dynamodb_probe(inner, stack)
+        # RCPT lookups of all sessions share BatchGetItem calls (ses_core.blacklist.batching).
+        batcher = BatchingLookup(inner.lookup_many, store_keys=inner.store_keys)
+        stack.push_async_callback(batcher.aclose)
+        log.info("blacklist: DynamoDB table %s", config.dynamodb_table)
     else:
+        log.info("blacklist: off (set USE_BLACKLIST and DYNAMODB_TABLE to refuse bounced mail)")
         return None
     return CachedBlacklist(
         inner,
         positive_ttl=config.blacklist_cache_blacklisted_ttl,
         negative_ttl=config.blacklist_cache_ttl,
         max_entries=config.blacklist_cache_max_entries,
+        batcher=batcher,
     )
 
 
@@ -281,11 +310,13 @@ def _dynamodb_probe(table: Any, stack: contextlib.AsyncExitStack) -> Probe:
     return dynamodb_ready
 
 
-def _api_keys(config: RelayConfig, probes: dict[str, Probe]) -> DynamoDBApiKeys | None:
-    """The DynamoDB API-key table with USE_APIKEY, else None."""
-    if not (config.use_apikey and config.api_keys_table):
+def api_key_table(config: RelayConfig, probes: dict[str, Probe]) -> DynamoDBApiKeys | None:
+    """The DynamoDB API-key table with USE_APIKEY (short timeouts: a slow table makes AUTH a
+    454, not a hang) and its readiness probe (a GetItem, no DescribeTable); else None."""
+    table = config.api_keys_table
+    if not (config.use_apikey and table):
         return None
-    keys = DynamoDBApiKeys(config.api_keys_table, client=aws_client("dynamodb"))
+    keys = _with_region(lambda: DynamoDBApiKeys.from_table_name(table), "DYNAMODB_API_KEYS_TABLE")
 
     async def api_keys_ready() -> None:
         await asyncio.to_thread(keys.probe)

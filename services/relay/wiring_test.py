@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
 
+from relay.auth import API_KEYS_READ_TIMEOUT
 from relay.config import ConfigError, RelayConfig
 from relay.outbox import OutboxSender
 from relay.session import OpenSessions
 from relay.wiring import (
     Components,
+    Probe,
+    api_key_table,
     build_components,
     build_handler,
     build_session_policy,
+    ses_quota_clients,
     smtp_settings_from_url,
 )
 from ses_core.blacklist import CachedBlacklist
@@ -147,3 +152,63 @@ async def test_missing_region_is_a_config_error(
     )
     with pytest.raises(ConfigError, match="^AWS_DEFAULT_REGION: "):
         await build_components(config)
+
+
+def test_null_sender_follows_the_mode(tmp_path: Path) -> None:
+    """AWS mode sends `<>` mail as RELAY_BOUNCE_FROM (None: refused); local mode keeps `<>`."""
+    parts = Components(sender=OutboxSender(tmp_path))
+    aws = "email-smtp.eu-west-1.amazonaws.com"
+    assert build_handler(RelayConfig(upstream_host=aws), parts).null_sender is None
+    with_bounce = RelayConfig(upstream_host=aws, bounce_from="bounces@example.com")
+    assert build_handler(with_bounce, parts).null_sender == "bounces@example.com"
+    local = RelayConfig(bounce_from="bounces@example.com")
+    assert build_handler(local, parts).null_sender == ""
+
+
+def test_ses_quota_clients_read_the_region_of_the_smtp_host(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`auto` reads the quota of the region the mail goes to (the SES SMTP host's), not
+    AWS_DEFAULT_REGION's; any other host leaves the region to boto3's usual settings. Both
+    clients have the short timeouts and the one retry that bound start-up."""
+    from ses_core.ratelimit.ses_quota import API_CONNECT_TIMEOUT, API_READ_TIMEOUT
+
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-1")
+    ses_host = RelayConfig.from_environ({"AWS_SMTP_HOST": "email-smtp.ap-south-1.amazonaws.com"})
+    for client in ses_quota_clients(ses_host):
+        assert client.meta.region_name == "ap-south-1"
+        config = client.meta.config
+        assert (config.connect_timeout, config.read_timeout) == (
+            API_CONNECT_TIMEOUT,
+            API_READ_TIMEOUT,
+        )
+        assert config.retries == {"total_max_attempts": 2, "mode": "standard"}
+    other_host = RelayConfig.from_environ({"AWS_SMTP_HOST": "smtp.example.com"})
+    assert {c.meta.region_name for c in ses_quota_clients(other_host)} == {"eu-west-1"}
+
+
+def test_api_key_table_client_and_probe(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """USE_APIKEY builds the table client with short timeouts and registers its readiness probe."""
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-1")
+    config = RelayConfig(use_apikey=True, api_keys_table="keys", local_outbox=tmp_path)
+    probes: dict[str, Probe] = {}
+    keys = api_key_table(config, probes)
+    assert keys is not None and keys.table_name == "keys"
+    assert keys.client.meta.config.read_timeout == API_KEYS_READ_TIMEOUT
+    assert set(probes) == {"api_keys"}
+
+
+async def test_unknown_variables_are_warned_once_at_start(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`RELAY_POOL_SZE=8` is not silently ignored: one WARNING names it and RELAY_POOL_SIZE; a
+    known variable gives no warning."""
+    for extra, expected in (({"RELAY_POOL_SZE": "8"}, 1), ({"RELAY_POOL_SIZE": "8"}, 0)):
+        caplog.clear()
+        with caplog.at_level(logging.WARNING):
+            parts = await build_components(local(tmp_path, **extra))
+            await parts.aclose()
+        warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+        named = [w for w in warnings if "RELAY_POOL_SZE" in w]
+        assert len(named) == expected, warnings
+        assert all("RELAY_POOL_SIZE" in w for w in named)

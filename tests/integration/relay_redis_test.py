@@ -78,3 +78,44 @@ async def test_two_processes_share_one_rate(
     # Shared: (16 - 1 burst slot) / 5 per second = 3.0 s. Two private limiters: 1.4 s.
     assert (MESSAGES - 1) / RATE * 0.85 <= elapsed < (MESSAGES - 1) / RATE + 3.0, elapsed
     assert [p.exit_codes for p in processes] == [[0], [0]]  # SIGTERM on exit: clean shutdown
+
+
+async def test_redis_down_is_named_to_the_client(
+    upstream: SmtpUpstream,
+    certificates: TestCertificates,
+    redis_server: RedisServer,
+    tmp_path: Path,
+) -> None:
+    """Redis killed under a fail-closed relay: the client is told `451 4.3.0 Rate limiter
+    unavailable` (not an upstream failure), and nothing reaches the upstream."""
+    import aiosmtplib
+
+    environ = {
+        **upstream_environ(upstream, certificates.ca_file),
+        "REDIS_URL": redis_server.url,
+        "RELAY_REDIS_KEY": "test:redis-down",
+        "SES_RATE_LIMIT": "100",
+        "RELAY_MAX_WAIT": "5",
+    }
+    relay = RelayProcess(environ, log_path=tmp_path / "relay.log")
+    await asyncio.to_thread(relay.start)
+    try:
+        assert await send(relay.port, 1) == 250
+        redis_server.kill()
+        client = aiosmtplib.SMTP(hostname="127.0.0.1", port=relay.port, start_tls=False, timeout=30)
+        await client.connect()
+        try:
+            await client.ehlo()
+            await client.mail("app@example.com")
+            await client.rcpt("r2@example.org")
+            try:
+                answer = await client.data(message(2))
+                reply = (answer.code, answer.message)
+            except aiosmtplib.SMTPResponseException as exc:
+                reply = (exc.code, exc.message)
+        finally:
+            client.close()
+    finally:
+        await relay.astop()
+    assert reply == (451, "4.3.0 Rate limiter unavailable, try again later"), relay.log_tail()
+    assert [m.message_id for m in upstream.messages] == ["<1@example.com>"]

@@ -6,7 +6,8 @@ entries (`BlacklistAdmin`); `Blacklist` is all three roles. Stores implementing 
 `InMemoryBlacklist` and the read-through `CachedBlacklist` (here), a local SQLite file
 (`ses_core.blacklist.sqlite.SqliteBlacklist`) and the shared DynamoDB table
 (`ses_core.blacklist.dynamodb.DynamoDBBlacklist`, which needs botocore, so it is imported from
-its own module).
+its own module). `BatchingLookup` shares one store call among the lookups of concurrent
+sessions (`AsyncLookup`); a relay puts it between the cache and the DynamoDB table.
 """
 
 from ses_core.blacklist._model import (
@@ -18,17 +19,21 @@ from ses_core.blacklist._model import (
     OccurrenceResult,
 )
 from ses_core.blacklist._ports import (
+    AsyncLookup,
     Blacklist,
     BlacklistAdmin,
     BlacklistReader,
     BlacklistWriter,
     InstantLookup,
 )
+from ses_core.blacklist.batching import BatchingLookup
 from ses_core.blacklist.cache import CachedBlacklist, CacheStats
 from ses_core.blacklist.memory import InMemoryBlacklist
 
 __all__ = [
     "UNKNOWN_TIME",
+    "AsyncLookup",
+    "BatchingLookup",
     "Blacklist",
     "BlacklistAdmin",
     "BlacklistEntry",

@@ -2,8 +2,8 @@
 
 Each caller depends on the narrowest role it needs, so a test double or a new store implements
 only that; `Blacklist` is all three roles, what every adapter provides. The port is synchronous
-(boto3 and sqlite3 are); asyncio callers use a thread, or `InstantLookup` when a store can answer
-without waiting.
+(boto3 and sqlite3 are); asyncio callers use a thread, `InstantLookup` when a store can answer
+without waiting, or `AsyncLookup` when lookups are batched across callers.
 
 Semantics shared by every adapter (pinned by `ports_test.py`):
 - Every address given (raw text such as `"Bob" <Bob@Example.com>` or a normalised key) is
@@ -60,6 +60,20 @@ class InstantLookup(Protocol):
 
     def lookup_now(self, addresses: Iterable[str]) -> dict[str, BlacklistEntry]:
         """As `BlacklistReader.lookup_many`, or raise `LookupWouldBlock` when it would wait."""
+        ...
+
+
+@runtime_checkable
+class AsyncLookup(Protocol):
+    """A reader with an asyncio lookup of its own, which waits without holding a thread.
+
+    `BatchingLookup` shares one store call among the lookups of concurrent sessions, and a
+    `CachedBlacklist` given one answers its misses through it; the relay prefers this port to a
+    thread per RCPT.
+    """
+
+    async def lookup_async(self, addresses: Iterable[str]) -> dict[str, BlacklistEntry]:
+        """As `BlacklistReader.lookup_many`, awaited on the event loop."""
         ...
 
 

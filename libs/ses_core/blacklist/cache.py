@@ -12,6 +12,8 @@ store only for the misses, in one call. Errors of the inner store propagate and 
 the event loop and send only the misses to a thread (`lookup_many` may block on the store).
 `lookup_now` (`InstantLookup`) does the same and also asks a store that can answer at once
 (SQLite) for the misses, raising `LookupWouldBlock` when the store would have to wait.
+`lookup_async` (`AsyncLookup`) sends the misses to a `batcher` (a `BatchingLookup` over the
+inner store), so that the misses of concurrent sessions share one store call.
 
 Writes through this object (`record`, `record_occurrence`, `put`, `remove`) go to the inner
 store and invalidate the key, and a lookup that raced with such a write does not store its
@@ -35,7 +37,7 @@ from ses_core.blacklist._model import (
     BlacklistPage,
     OccurrenceResult,
 )
-from ses_core.blacklist._ports import Blacklist, InstantLookup
+from ses_core.blacklist._ports import AsyncLookup, Blacklist, InstantLookup
 from ses_core.blacklist._private import normalize_all
 from ses_core.errors import LookupWouldBlock
 
@@ -80,12 +82,14 @@ class CachedBlacklist:
         negative_ttl: float = 30.0,
         max_entries: int = 100_000,
         clock: Callable[[], float] = time.monotonic,
+        batcher: AsyncLookup | None = None,
     ) -> None:
         if positive_ttl < 0 or negative_ttl < 0:
             raise ValueError("TTLs must not be negative")
         if max_entries < 1:
             raise ValueError("max_entries must be at least 1")
         self.inner = inner
+        self.batcher = batcher
         # Resolved once, not per lookup (a Protocol isinstance check is slow): the inner
         # store's instant lookup, if it has one.
         self._inner_now = inner.lookup_now if isinstance(inner, InstantLookup) else None
@@ -126,11 +130,32 @@ class CachedBlacklist:
             raise LookupWouldBlock("cache miss; the store needs a blocking call")
         return found
 
+    async def lookup_async(self, addresses: Iterable[str]) -> dict[str, BlacklistEntry]:
+        """As `lookup_many`, for an asyncio caller: hits (and a store that can answer at once)
+        on the loop, misses through `batcher`, which shares its store calls with other callers'
+        misses. Without a batcher it raises `LookupWouldBlock` as `lookup_now` does."""
+        if self._inner_now is not None or self.batcher is None:
+            return self.lookup_now(addresses)
+        found, missing, texts, generation = self._begin(addresses)
+        if not missing:
+            return found
+        answers = await self.batcher.lookup_async(texts)
+        return self._finish(found, missing, answers, generation)
+
     def _read_through(
         self,
         addresses: Iterable[str],
         fetch: Callable[[Iterable[str]], dict[str, BlacklistEntry]],
     ) -> dict[str, BlacklistEntry]:
+        found, missing, texts, generation = self._begin(addresses)
+        if not missing:
+            return found
+        return self._finish(found, missing, fetch(texts), generation)
+
+    def _begin(
+        self, addresses: Iterable[str]
+    ) -> tuple[dict[str, BlacklistEntry], list[str], list[str], int]:
+        """(cached entries, missing keys, texts to ask the store, generation) for a lookup."""
         keys = normalize_all(addresses)
         found: dict[str, BlacklistEntry] = {}
         missing: list[str] = []
@@ -149,10 +174,18 @@ class CachedBlacklist:
                 self._misses += 1
                 missing.append(key)
             generation = self._generation
-        if not missing:
-            return found
-        # Pass every text given (not only the key): an adapter may also look up legacy forms.
-        answers = fetch([text for key in missing for text in keys[key]])
+        # Every text given (not only the key): an adapter may also look up legacy forms.
+        return found, missing, [text for key in missing for text in keys[key]], generation
+
+    def _finish(
+        self,
+        found: dict[str, BlacklistEntry],
+        missing: list[str],
+        answers: dict[str, BlacklistEntry],
+        generation: int,
+    ) -> dict[str, BlacklistEntry]:
+        """Add the store's `answers` for `missing` to `found`, and cache them unless a write
+        invalidated anything since `generation`."""
         with self._lock:
             store = generation == self._generation
             now = self._clock()

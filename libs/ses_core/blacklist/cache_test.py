@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Iterable
 from datetime import UTC, datetime
@@ -9,6 +10,8 @@ from datetime import UTC, datetime
 import pytest
 
 from ses_core.blacklist import (
+    AsyncLookup,
+    BatchingLookup,
     BlacklistEntry,
     BlacklistEvent,
     BlacklistPage,
@@ -333,3 +336,71 @@ def test_lookup_now_over_an_instant_store_reads_through(clock: VirtualClock) -> 
     assert inner.asked_now == [["bob@example.com", "ann@example.com"]]
     assert inner.asked == []
     assert cache.stats == CacheStats(hits=1, misses=2, evictions=0, size=2)
+
+
+async def test_lookup_async_sends_misses_through_the_batcher(
+    inner: Recording, clock: VirtualClock
+) -> None:
+    """With a batcher, concurrent misses share one store call and are cached; hits never reach
+    the batcher."""
+    batcher = BatchingLookup(inner.lookup_many)
+    cache = CachedBlacklist(inner, negative_ttl=10, clock=clock, batcher=batcher)
+    try:
+        assert isinstance(cache, AsyncLookup)
+        first = await asyncio.gather(
+            cache.lookup_async(["Bob@Example.com"]), cache.lookup_async(["ann@example.com"])
+        )
+        again = await cache.lookup_async(["bob@example.com", "ann@example.com"])
+    finally:
+        await batcher.aclose()
+    assert [list(found) for found in first] == [["bob@example.com"], []]
+    assert list(again) == ["bob@example.com"]
+    assert inner.asked == [["Bob@Example.com", "ann@example.com"]]
+    assert cache.stats == CacheStats(hits=2, misses=2, evictions=0, size=2)
+
+
+async def test_lookup_async_without_a_batcher_refuses_misses(
+    cache: CachedBlacklist, inner: Recording
+) -> None:
+    """Without a batcher a miss raises LookupWouldBlock (the caller uses a thread)."""
+    cache.lookup_many(["bob@example.com"])
+    assert list(await cache.lookup_async(["bob@example.com"])) == ["bob@example.com"]
+    with pytest.raises(LookupWouldBlock):
+        await cache.lookup_async(["carl@example.com"])
+    assert len(inner.asked) == 1
+
+
+async def test_lookup_async_failure_propagates_and_caches_nothing(
+    inner: Recording, clock: VirtualClock
+) -> None:
+    """A failed batch reaches the caller as BlacklistUnavailable and leaves the cache empty."""
+    batcher = BatchingLookup(inner.lookup_many)
+    cache = CachedBlacklist(inner, clock=clock, batcher=batcher)
+    inner.failing = True
+    try:
+        with pytest.raises(BlacklistUnavailable):
+            await cache.lookup_async(["bob@example.com"])
+    finally:
+        await batcher.aclose()
+    assert cache.stats.size == 0
+
+
+async def test_lookup_async_does_not_cache_what_a_concurrent_write_changed(
+    inner: Recording, clock: VirtualClock
+) -> None:
+    """An answer read while a write invalidated the address is returned but not cached."""
+
+    class Writing(Recording):
+        def lookup_many(self, addresses: Iterable[str]) -> dict[str, BlacklistEntry]:
+            found = super().lookup_many(addresses)
+            reader.invalidate("ann@example.com")  # a write lands while the call is in flight
+            return found
+
+    store = Writing()
+    batcher = BatchingLookup(store.lookup_many)
+    reader = CachedBlacklist(store, clock=clock, batcher=batcher)
+    try:
+        assert await reader.lookup_async(["ann@example.com"]) == {}
+    finally:
+        await batcher.aclose()
+    assert reader.stats.size == 0

@@ -4,8 +4,16 @@ SES publishes the account's `MaxSendRate` (recipients per second) and its rollin
 `SendQuotaPoller` reads them at start and every few minutes, preferring SES v2 `GetAccount`
 (which also says whether sending is enabled) and falling back to SES v1 `GetSendQuota`; it never
 makes more than one call per second (SES's limit on its non-send API calls, `docs/ses-facts.md`).
-The first successful answer sets the limiter's rate; until then, and when SES never answers, the
-limiter runs at the fixed fallback rate. Later failures keep the last known rate.
+The first reading must succeed: when neither API answers at start, `start()` raises
+`SesQuotaUnavailable` with one line saying why for each (a denied IAM action, an endpoint that
+did not answer), because guessing a rate would either crawl or exceed the account's. Later
+failed polls are logged and keep the last known rate.
+
+`ses_api_clients` makes the two boto3 clients with short timeouts and one retry
+(`API_CONNECT_TIMEOUT`, `API_READ_TIMEOUT`, `API_MAX_ATTEMPTS`), so an unreachable SES API delays
+start-up by seconds, not boto3's default minutes; `region_from_smtp_host` reads the region from
+an `email-smtp.<region>.amazonaws.com` host, since the quota that matters is the one of the region
+the mail goes to.
 
 `QuotaGuardedLimiter` wraps any limiter and refuses with the retryable `DailyQuotaExhausted` once
 the daily quota is known to be used up (SentLast24Hours, plus what this process sent since the
@@ -13,7 +21,7 @@ last reading, reaches Max24HourSend), when sending is disabled, or after the SMT
 answer "Daily message quota exceeded". The relay defers such mail rather than dropping it.
 
 boto3 is blocking, so every call runs in a worker thread (`asyncio.to_thread`). Clients are
-injected; this module reads no configuration.
+injected (or made by `ses_api_clients`); this module reads no configuration.
 """
 
 from __future__ import annotations
@@ -21,15 +29,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import re
 import time
 from collections.abc import Mapping
 from typing import Any
 
 import attrs
 import botocore.exceptions
+from botocore.config import Config
 
-from ses_core.errors import DailyQuotaExhausted
-from ses_core.ratelimit._gcra import validated_rate
+from ses_core.errors import DailyQuotaExhausted, SesQuotaUnavailable
 from ses_core.ratelimit.local import AdjustableRateLimiter, Clock, Sleep
 
 log = logging.getLogger(__name__)
@@ -37,11 +46,81 @@ log = logging.getLogger(__name__)
 #: Seconds between two calls: SES's limit on its non-send API calls (`docs/ses-facts.md`).
 _MIN_CALL_SPACING = 1.0
 
-#: Errors from boto3 that mean "SES did not answer this time" (throttling, network, auth).
-_SES_CALL_ERRORS: tuple[type[BaseException], ...] = (
+#: Seconds to open a connection to the SES API and to wait for its answer, and attempts per call
+#: in all: one retry (botocore's `total_max_attempts`; its `max_attempts` counts retries only).
+#: An API that accepts connections but never answers costs 2 x 3 s plus a backoff of at most
+#: 1 s, so `start()` gives up on both within about 15 s, not boto3's default minutes.
+API_CONNECT_TIMEOUT = 2.0
+API_READ_TIMEOUT = 3.0
+API_MAX_ATTEMPTS = 2
+
+#: Errors that mean "SES gave no quota this time": boto3's (throttling, network, auth) and an
+#: answer without the expected fields.
+_READ_ERRORS: tuple[type[BaseException], ...] = (
     botocore.exceptions.ClientError,
     botocore.exceptions.BotoCoreError,
+    KeyError,
+    TypeError,
+    ValueError,
 )
+#: Error codes SES uses when the caller's IAM principal may not call the action.
+_ACCESS_DENIED = frozenset({"AccessDenied", "AccessDeniedException"})
+#: botocore errors that mean the endpoint could not be reached or did not answer in time.
+_NO_ANSWER: tuple[type[BaseException], ...] = (
+    botocore.exceptions.ConnectionError,
+    botocore.exceptions.HTTPClientError,
+)
+_SMTP_HOST = re.compile(
+    r"email-smtp(?:-fips)?\.(?P<region>[a-z]{2}(?:-[a-z]+)+-\d+)\.amazonaws\.com(?:\.cn)?\.?",
+    re.IGNORECASE,
+)
+
+
+def region_from_smtp_host(host: str | None) -> str | None:
+    """The AWS region of an SES SMTP endpoint (`email-smtp.<region>.amazonaws.com`), or None for
+    any other host (a local server, a private relay)."""
+    match = _SMTP_HOST.fullmatch(host.strip()) if host else None
+    return match["region"].lower() if match else None
+
+
+def ses_api_config() -> Config:
+    """Short connect and read timeouts and one retry: see `API_CONNECT_TIMEOUT`."""
+    return Config(
+        connect_timeout=API_CONNECT_TIMEOUT,
+        read_timeout=API_READ_TIMEOUT,
+        retries={"total_max_attempts": API_MAX_ATTEMPTS, "mode": "standard"},
+    )
+
+
+def ses_api_clients(region: str | None) -> tuple[Any, Any]:
+    """An SES v2 and an SES v1 boto3 client for `region` (None: boto3's usual region settings),
+    both with `ses_api_config()`. Credentials and endpoint overrides (`AWS_ENDPOINT_URL_SESV2`,
+    `AWS_ENDPOINT_URL_SES`) come from boto3's usual chain; raises botocore's `NoRegionError`
+    when no region is known."""
+    import boto3
+
+    config = ses_api_config()
+    return (
+        boto3.client("sesv2", region_name=region, config=config),
+        boto3.client("ses", region_name=region, config=config),
+    )
+
+
+def _why(api: str, client: Any, error: BaseException) -> str:
+    """One clause saying why `api` gave no quota: what an operator needs to fix it."""
+    if isinstance(error, botocore.exceptions.ClientError):
+        code = error.response.get("Error", {}).get("Code", "error")
+        if code in _ACCESS_DENIED:
+            return f"{api}: access denied (the IAM principal needs ses:{api})"
+        return f"{api}: {code}"
+    if isinstance(error, _NO_ANSWER):
+        endpoint = getattr(getattr(client, "meta", None), "endpoint_url", "the SES API")
+        return f"{api}: no answer from {endpoint} ({type(error).__name__})"
+    if isinstance(error, botocore.exceptions.NoCredentialsError):
+        return f"{api}: no AWS credentials found"
+    if isinstance(error, KeyError | TypeError | ValueError):
+        return f"{api}: answer not understood ({error!r})"
+    return f"{api}: {type(error).__name__}: {error}"
 
 
 @attrs.frozen
@@ -107,7 +186,6 @@ class SendQuotaPoller:
         self,
         limiter: AdjustableRateLimiter,
         *,
-        fallback_rate: float,
         sesv2_client: Any = None,
         ses_client: Any = None,
         interval: float = 300.0,
@@ -121,7 +199,6 @@ class SendQuotaPoller:
             message = f"interval must be at least {2 * _MIN_CALL_SPACING} s, got {interval!r}"
             raise ValueError(message)
         self._limiter = limiter
-        self._fallback_rate = validated_rate(fallback_rate)
         self._sesv2 = sesv2_client
         self._ses = ses_client
         self._interval = interval
@@ -176,12 +253,14 @@ class SendQuotaPoller:
         raise DailyQuotaExhausted(message)
 
     async def start(self) -> None:
-        """Read the quota once (fallback rate if that fails), then keep polling in a task."""
+        """Read the quota once, then keep polling in a task; raise `SesQuotaUnavailable` (one
+        line, naming each API's failure) when neither API answers."""
         if self._task is not None:
             return
-        if not await self.refresh():
-            log.warning("SES quota unknown: using the fallback rate %.3g/s", self._fallback_rate)
-            self._limiter.set_rate(self._fallback_rate)
+        quota, failures = await self._read()
+        if quota is None:
+            raise SesQuotaUnavailable("; ".join(failures) or "no SES client answered")
+        self._apply(quota)
         self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def stop(self) -> None:
@@ -198,10 +277,17 @@ class SendQuotaPoller:
             await self.refresh()
 
     async def refresh(self) -> bool:
-        """Read the quota now; apply it and return True, or log and return False."""
-        quota = await self._read()
+        """Read the quota now; apply it and return True, or log why not and return False (the
+        limiter keeps its last rate)."""
+        quota, failures = await self._read()
         if quota is None:
+            for failure in failures:
+                log.warning("SES quota not read, keeping %.3g/s: %s", self._limiter.rate, failure)
             return False
+        self._apply(quota)
+        return True
+
+    def _apply(self, quota: SendQuota) -> None:
         previous, self._quota = self._quota, quota
         self._sent_since_poll = 0
         if self._exhausted_reported and not quota.exhausted():
@@ -219,26 +305,20 @@ class SendQuotaPoller:
                 quota.max_24_hour_send,
                 quota.sending_enabled,
             )
-        return True
 
-    async def _read(self) -> SendQuota | None:
-        if self._sesv2 is not None:
+    async def _read(self) -> tuple[SendQuota | None, list[str]]:
+        """The quota from the first API that answers, and why each one tried before did not."""
+        failures: list[str] = []
+        for api, client in (("GetAccount", self._sesv2), ("GetSendQuota", self._ses)):
+            if client is None:
+                continue
             try:
-                response = await self._call(self._sesv2.get_account)
-                return SendQuota.from_get_account(response)
-            except _SES_CALL_ERRORS as error:
-                log.warning("SES GetAccount failed: %s", error)
-            except (KeyError, TypeError, ValueError) as error:
-                log.warning("SES GetAccount answer not understood: %r", error)
-        if self._ses is not None:
-            try:
-                response = await self._call(self._ses.get_send_quota)
-                return SendQuota.from_get_send_quota(response)
-            except _SES_CALL_ERRORS as error:
-                log.warning("SES GetSendQuota failed: %s", error)
-            except (KeyError, TypeError, ValueError) as error:
-                log.warning("SES GetSendQuota answer not understood: %r", error)
-        return None
+                if api == "GetAccount":
+                    return SendQuota.from_get_account(await self._call(client.get_account)), []
+                return SendQuota.from_get_send_quota(await self._call(client.get_send_quota)), []
+            except _READ_ERRORS as error:
+                failures.append(_why(api, client, error))
+        return None, failures
 
     async def _call(self, method: Any) -> Mapping[str, Any]:
         """Call SES at least `_MIN_CALL_SPACING` after the previous call, one call at a time."""

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import logging
 from collections.abc import AsyncIterator, Awaitable, Iterator
 from typing import Any, TypeVar
 
@@ -18,9 +17,18 @@ import pytest
 from botocore.stub import Stubber
 from moto import mock_aws
 
-from ses_core.errors import DailyQuotaExhausted
+from ses_core.errors import DailyQuotaExhausted, SesQuotaUnavailable
 from ses_core.ratelimit import LocalRateLimiter
-from ses_core.ratelimit.ses_quota import QuotaGuardedLimiter, SendQuota, SendQuotaPoller
+from ses_core.ratelimit.ses_quota import (
+    API_CONNECT_TIMEOUT,
+    API_MAX_ATTEMPTS,
+    API_READ_TIMEOUT,
+    QuotaGuardedLimiter,
+    SendQuota,
+    SendQuotaPoller,
+    region_from_smtp_host,
+    ses_api_clients,
+)
 from ses_core.testing.clock import VirtualClock
 
 T = TypeVar("T")
@@ -68,9 +76,7 @@ def limiter_for(clock: VirtualClock) -> LocalRateLimiter:
 
 
 def poller_for(clock: VirtualClock, limiter: LocalRateLimiter, **clients: Any) -> SendQuotaPoller:
-    return SendQuotaPoller(
-        limiter, fallback_rate=3.0, interval=300.0, clock=clock, sleep=clock.sleep, **clients
-    )
+    return SendQuotaPoller(limiter, interval=300.0, clock=clock, sleep=clock.sleep, **clients)
 
 
 async def drive(clock: VirtualClock, awaitable: Awaitable[T]) -> T:
@@ -116,14 +122,46 @@ def test_exhaustion_rules(quota: SendQuota, sent_since: int, exhausted: bool) ->
 
 
 def test_poller_settings_are_validated(clock: VirtualClock) -> None:
-    """A poller needs a client, a sane interval and a positive fallback rate."""
+    """A poller needs a client and a sane interval."""
     limiter = limiter_for(clock)
     with pytest.raises(ValueError):
-        SendQuotaPoller(limiter, fallback_rate=1.0)
+        SendQuotaPoller(limiter)
     with pytest.raises(ValueError):
-        SendQuotaPoller(limiter, fallback_rate=1.0, ses_client=object(), interval=1.0)
-    with pytest.raises(ValueError):
-        SendQuotaPoller(limiter, fallback_rate=0.0, ses_client=object())
+        SendQuotaPoller(limiter, ses_client=object(), interval=1.0)
+
+
+@pytest.mark.parametrize(
+    ("host", "region"),
+    [
+        ("email-smtp.eu-west-1.amazonaws.com", "eu-west-1"),
+        ("EMAIL-SMTP.AP-SOUTHEAST-2.AMAZONAWS.COM.", "ap-southeast-2"),
+        ("email-smtp-fips.us-gov-west-1.amazonaws.com", "us-gov-west-1"),
+        ("email-smtp.cn-north-1.amazonaws.com.cn", "cn-north-1"),
+        ("127.0.0.1", None),
+        ("smtp.example.com", None),
+        ("email-smtp.eu-west-1.amazonaws.com.evil.example", None),
+        (None, None),
+    ],
+)
+def test_region_from_smtp_host(host: str | None, region: str | None) -> None:
+    """The region is read from an SES SMTP host name, and from nothing else."""
+    assert region_from_smtp_host(host) == region
+
+
+def test_api_clients_have_short_timeouts_and_one_retry() -> None:
+    """Both SES clients use a few seconds to connect and read and retry once: the bound on how
+    long `start()` can take when SES does not answer."""
+    clients = ses_api_clients("ap-south-1")
+    for client in clients:
+        config = client.meta.config
+        assert client.meta.region_name == "ap-south-1"
+        assert (config.connect_timeout, config.read_timeout) == (
+            API_CONNECT_TIMEOUT,
+            API_READ_TIMEOUT,
+        )
+        assert config.retries == {"total_max_attempts": API_MAX_ATTEMPTS, "mode": "standard"}
+    assert API_CONNECT_TIMEOUT <= 5 and API_READ_TIMEOUT <= 5 and API_MAX_ATTEMPTS == 2
+    assert [client.meta.service_model.service_name for client in clients] == ["sesv2", "ses"]
 
 
 async def test_start_applies_get_account_rate(
@@ -169,20 +207,38 @@ async def test_v1_client_alone_works(clock: VirtualClock, ses_v1: Any) -> None:
     await poller.stop()
 
 
-async def test_unreadable_quota_uses_fallback_rate(
-    clock: VirtualClock, sesv2: tuple[Any, Stubber], caplog: pytest.LogCaptureFixture
+async def test_unreadable_quota_at_start_is_an_error(
+    clock: VirtualClock, sesv2: tuple[Any, Stubber]
 ) -> None:
-    """If SES cannot be read at start, the fixed fallback rate is used and a warning logged."""
+    """If SES cannot be read at start, `start()` raises: never a silent guessed rate."""
     client, stubber = sesv2
     stubber.add_client_error("get_account", "TooManyRequestsException", http_status_code=429)
     limiter = limiter_for(clock)
+    limiter.set_rate(7.0)
     poller = poller_for(clock, limiter, sesv2_client=client)
-    with caplog.at_level(logging.WARNING, logger="ses_core.ratelimit.ses_quota"):
+    with pytest.raises(SesQuotaUnavailable, match="GetAccount: TooManyRequestsException"):
         await start(clock, poller)
-    assert limiter.rate == 3.0
-    assert poller.quota is None and not poller.exhausted
-    assert any("fallback rate" in record.getMessage() for record in caplog.records)
-    await poller.stop()
+    assert limiter.rate == 7.0 and poller.quota is None
+    assert clock.sleeping == 0  # no polling task left behind
+
+
+async def test_access_denied_to_both_names_both_permissions(
+    clock: VirtualClock, sesv2: tuple[Any, Stubber]
+) -> None:
+    """AccessDenied on GetAccount and on GetSendQuota: one line naming both IAM actions.
+    (moto cannot deny GetSendQuota, so both clients are stubbed.)"""
+    client, stubber = sesv2
+    stubber.add_client_error("get_account", "AccessDeniedException", http_status_code=403)
+    v1 = boto3.client("ses", **CREDENTIALS)
+    with Stubber(v1) as v1_stubber:
+        v1_stubber.add_client_error("get_send_quota", "AccessDenied", http_status_code=403)
+        poller = poller_for(clock, limiter_for(clock), sesv2_client=client, ses_client=v1)
+        with pytest.raises(SesQuotaUnavailable) as caught:
+            await start(clock, poller)
+    text = str(caught.value)
+    assert "\n" not in text
+    assert "access denied" in text
+    assert "ses:GetAccount" in text and "ses:GetSendQuota" in text
 
 
 async def test_answer_without_send_quota_is_not_understood(
@@ -193,9 +249,9 @@ async def test_answer_without_send_quota_is_not_understood(
     stubber.add_response("get_account", {"SendingEnabled": True})
     limiter = limiter_for(clock)
     poller = poller_for(clock, limiter, sesv2_client=client)
-    await start(clock, poller)
-    assert limiter.rate == 3.0
-    await poller.stop()
+    with pytest.raises(SesQuotaUnavailable, match="GetAccount: answer not understood"):
+        await start(clock, poller)
+    assert limiter.rate == 1.0
 
 
 async def test_polls_periodically_and_keeps_last_rate_on_failure(

@@ -8,7 +8,7 @@ min(deadline, upstream timeout). When the limiter refuses:
 - no capacity before the deadline: the recipients are DEFERRED as RATE_LIMITED;
 - capacity within the deadline but after the upstream timeout (`retry_early`): the session is
   given up and the next attempt pays before taking a session;
-- limiter unavailable or daily quota exhausted: DEFERRED.
+- limiter unavailable (LIMITER_UNAVAILABLE) or daily quota exhausted: DEFERRED.
 After any refusal the client pays before taking a session until the limiter grants without a
 wait, so an overload, an outage or an exhausted quota does not cost a dropped session (and a new
 TLS + AUTH) per message. Every attempt is charged, retries included.
@@ -115,4 +115,5 @@ def _limiter_reply(exc: Exception) -> Reply:
         log.warning("SES daily sending quota exhausted: %s", exc)
         return Reply(454, "4.7.0 daily sending quota exhausted", ReplyClass.DAILY_QUOTA)
     log.warning("send-rate limiter unavailable: %s", exc)
-    return Reply(451, f"4.3.0 send-rate limiter unavailable: {exc}", ReplyClass.TRANSIENT)
+    text = f"4.3.0 send-rate limiter unavailable: {exc}"
+    return Reply(451, text, ReplyClass.LIMITER_UNAVAILABLE)

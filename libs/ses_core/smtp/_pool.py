@@ -11,6 +11,8 @@ pool keeps up to `pool_size` sessions open and lends each to one sender at a tim
   `reconnect_backoff_max`); a borrower whose budget is shorter than the wait fails at once.
 - Cancel-safe: a borrower that is cancelled hands its session back as broken, so it is closed,
   never reused mid-transaction, and its slot is freed.
+- `open_spare` opens a session outside the slots for the readiness probe, which must not queue
+  behind sends that hold every slot while they wait for rate tokens (see `_probe`).
 """
 
 from __future__ import annotations
@@ -126,6 +128,13 @@ class ConnectionPool:
             # Includes cancellation: the slot must come back whatever happened.
             self._slots.release()
             raise
+
+    async def open_spare(self, budget: float | None) -> PooledConnection:
+        """Open a session outside the send slots, never lent to a sender (the readiness probe's
+        own), with the pool's backoff and failure accounting. Raises `ConnectFailure`."""
+        if self._closed:
+            raise ConnectFailure(421, "4.4.0 client closed", ReplyClass.CONNECTION)
+        return await self._open(budget)
 
     def release(
         self, connection: PooledConnection, *, reusable: bool, recycle: bool = False

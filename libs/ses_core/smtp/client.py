@@ -27,17 +27,21 @@ SMTP has one reply per DATA: once some recipients were accepted, a 4xx would mak
 resend to all of them (duplicates), and a 250 makes it forget the deferred ones. So when a send
 ends with some recipients accepted and others deferred for a reason that may pass (transient,
 throttled, connection), the client resends to the deferred recipients only, in up to
-`PARTIAL_RETRY_ROUNDS` further rounds, within the same deadline.
+`PARTIAL_RETRY_ROUNDS` further rounds, within the same deadline. Recipients of the ambiguous case
+(below) are never among them, whichever 50-recipient chunk they were in.
 
 The ambiguous case
 ------------------
 If the session is lost after the body and its final '.' were sent and before SES replied, SES may
 have accepted the message, or not. The client cannot know, and resending on its own could deliver
-twice without anyone deciding so. Those recipients are reported DEFERRED with
-`SendResult.ambiguous` set, and `stats.ambiguous` counts such sends. The relay then answers 4xx:
-the sending MTA retries, which may duplicate the message (at-least-once delivery, the SMTP norm)
-but never loses it. A loss while the body is still being received looks identical from the client
-side once the body has left the socket, and is reported the same way.
+twice without anyone deciding so. Those recipients are reported DEFERRED (class CONNECTION,
+text `AMBIGUOUS_TEXT`) with `RecipientResult.ambiguous` and `SendResult.ambiguous` set; they are
+not resent within the send, not even after other recipients or chunks were accepted (the
+message's other chunks still go), and `stats.ambiguous` counts such sends. The caller decides:
+with nothing else accepted the relay answers 4xx, so the sending MTA retries, which may duplicate
+the message (at-least-once delivery, the SMTP norm) but never loses it. A loss while the body is
+still being received looks identical from the client side once the body has left the socket, and
+is reported the same way.
 
 A message that needs SMTPUTF8 (non-ASCII addresses, or the sender asked for it) cannot be
 delivered through a server that does not offer it; retrying will not change that, so those
@@ -60,13 +64,12 @@ import logging
 import time
 from collections.abc import Iterable
 
-import aiosmtplib
 import attrs
 
-from ses_core.errors import UpstreamUnavailable
 from ses_core.ratelimit import RateLimiter
 from ses_core.smtp._charge import SendRateCharger
 from ses_core.smtp._pool import Clock, ConnectionPool, Sleep
+from ses_core.smtp._probe import ProbeSession
 from ses_core.smtp._session import ConnectFailure
 from ses_core.smtp._transaction import (
     Charge,
@@ -139,6 +142,7 @@ class SesSmtpClient:
         self._clock = clock
         self._sleep = sleep
         self._pool = ConnectionPool(settings, clock=clock, sleep=sleep)
+        self._probe = ProbeSession(self._pool, settings, clock=clock)
         self._ambiguous = 0
 
     def __repr__(self) -> str:
@@ -157,42 +161,15 @@ class SesSmtpClient:
         return self._pool.stats(ambiguous=self._ambiguous)
 
     async def aclose(self) -> None:
-        """Close the pooled sessions."""
+        """Close the pooled sessions and the probe's."""
         await self._pool.aclose()
+        await self._probe.aclose()
 
     async def probe(self) -> None:
-        """NOOP on a pooled session (opening one if needed); raise `UpstreamUnavailable` if bad.
-
-        While the pool is backing off after a failed open, the probe fails at once with that
-        failure rather than waiting for the next try."""
-        pending = self._pool.pending_failure()
-        if pending is not None:
-            message = f"SES SMTP endpoint unavailable: {pending.code} {pending.text}"
-            raise UpstreamUnavailable(message) from pending
-        for _ in range(2):
-            try:
-                connection = await self._pool.acquire(self._settings.timeout)
-            except ConnectFailure as failure:
-                message = f"SES SMTP endpoint unavailable: {failure.code} {failure.text}"
-                raise UpstreamUnavailable(message) from failure
-            healthy = False
-            try:
-                reply = await connection.smtp.noop(timeout=self._settings.timeout)
-                healthy = reply.code == 250
-            except aiosmtplib.SMTPResponseException as exc:
-                message = f"SES SMTP endpoint answered NOOP with {exc.code} {exc.message}"
-                raise UpstreamUnavailable(message) from exc
-            except (aiosmtplib.SMTPException, OSError) as exc:
-                if not connection.reused:
-                    message = f"SES SMTP session broke during NOOP: {exc}"
-                    raise UpstreamUnavailable(message) from exc
-                # A stale pooled session says nothing about SES: try once on a fresh one.
-                continue
-            finally:
-                self._pool.release(connection, reusable=healthy)
-            return
-        message = "SES SMTP sessions keep breaking"
-        raise UpstreamUnavailable(message)
+        """NOOP on the probe's own session, outside the send slots (see `_probe`): it never
+        queues behind sends waiting for rate tokens. Raises `UpstreamUnavailable` if SES does not
+        answer within `probe_timeout`, and at once while the pool backs off after a failed open."""
+        await self._probe.check()
 
     async def send(self, message: OutboundMessage, *, deadline: float | None = None) -> SendResult:
         """Deliver `message`; see the module docstring for the guarantees."""
@@ -203,7 +180,11 @@ class SesSmtpClient:
         for _ in range(PARTIAL_RETRY_ROUNDS):
             if not result.accepted or self._clock() >= deadline:
                 break
-            retry = tuple(r.recipient for r in result.deferred if r.reply_class.retryable_soon)
+            retry = tuple(
+                r.recipient
+                for r in result.deferred
+                if r.reply_class.retryable_soon and not r.ambiguous
+            )
             if not retry:
                 break
             result = result.with_retry(await self._send_to(message, retry, data, deadline))
@@ -277,7 +258,7 @@ class SesSmtpClient:
                     continue
                 if reply is None and outcome.loss is Loss.AFTER_BODY:
                     final[recipient] = RecipientResult.deferred(
-                        recipient, 451, AMBIGUOUS_TEXT, ReplyClass.CONNECTION
+                        recipient, 451, AMBIGUOUS_TEXT, ReplyClass.CONNECTION, ambiguous=True
                     )
                     unknown += 1
                     continue

@@ -202,14 +202,56 @@ async def test_concurrent_senders_never_exceed_the_pool_size(
     assert upstream.accepted == 20
 
 
-async def test_probe_opens_a_session_and_says_noop(
+async def test_probe_opens_a_session_of_its_own_and_says_noop(
     client: SesSmtpClient, upstream: SmtpUpstream
 ) -> None:
-    """probe() succeeds against a healthy upstream and leaves the session pooled."""
+    """probe() succeeds against a healthy upstream on a session outside the send pool, and the
+    next probe reuses that session."""
     sender: MessageSender = client  # SesSmtpClient is a MessageSender
     await sender.probe()
-    assert client.stats.idle == 1
+    await sender.probe()
     assert upstream.connections_opened == 1
+    assert (client.stats.idle, client.stats.in_use, client.stats.opened) == (0, 0, 1)
+    assert (await client.send(message())).all_accepted
+    assert upstream.connections_opened == 2
+
+
+async def test_probe_does_not_wait_for_the_send_slots(
+    upstream: SmtpUpstream, certificates: TestCertificates, fake_time: FakeTime
+) -> None:
+    """Peak traffic: the pool's only slot is held by a send waiting for rate tokens after its
+    354, another send waits for that slot; the probe answers without waiting for either."""
+    limiter = BlockingLimiter()
+    async with SesSmtpClient(
+        settings_for(upstream, certificates, pool_size=1),
+        limiter=limiter,
+        clock=fake_time.clock,
+        sleep=fake_time.sleep,
+    ) as client:
+        holding = asyncio.create_task(client.send(message()))
+        await asyncio.wait_for(limiter.called.wait(), 5)
+        queued = asyncio.create_task(client.send(message()))
+        await client.probe()
+        assert client.stats.in_use == 1 and not holding.done() and not queued.done()
+        for task in (holding, queued):
+            task.cancel()
+        await asyncio.gather(holding, queued, return_exceptions=True)
+    assert upstream.accepted == 0
+
+
+async def test_probe_replaces_its_session_once_ses_closed_it(
+    client: SesSmtpClient, upstream: SmtpUpstream
+) -> None:
+    """SES closing the idle probe session (load balancer recycling) does not fail the probe;
+    the upstream going away does."""
+    await client.probe()
+    upstream.drop_all_connections()
+    await wait_until(lambda: upstream.open_connections == 0)
+    await client.probe()
+    assert upstream.connections_opened == 2
+    await upstream.stop()
+    with pytest.raises(UpstreamUnavailable, match="4.4.1 cannot connect"):
+        await client.probe()
 
 
 # --- recycling ---------------------------------------------------------------------------------
@@ -779,6 +821,44 @@ async def test_drops_after_the_body_left_are_ambiguous_and_not_resent(
     assert upstream.accepted == kept
 
 
+async def test_an_ambiguous_chunk_is_not_resent_when_another_chunk_was_accepted(
+    client: SesSmtpClient, upstream: SmtpUpstream
+) -> None:
+    """60 recipients go as 50 + 10; the first chunk's session is lost after its final '.'. The
+    second chunk is delivered, and the send's partial-acceptance rounds must not resend the first
+    one (SES kept it: a resend is a duplicate). Its recipients are reported ambiguous."""
+    recipients = tuple(f"r{i}@example.com" for i in range(60))
+    upstream.faults.set(Fault.drop(Stage.END_OF_DATA))
+    result = await client.send(message(*recipients))
+    assert [m.recipients for m in upstream.messages] == [recipients[:50], recipients[50:]]
+    assert result.ambiguous
+    assert client.stats.ambiguous == 1
+    lost, delivered = result.recipients[:50], result.recipients[50:]
+    assert all(r.outcome is Outcome.DEFERRED and r.ambiguous for r in lost)
+    assert {(r.code, r.text, r.reply_class) for r in lost} == {
+        (451, AMBIGUOUS_TEXT, ReplyClass.CONNECTION)
+    }
+    assert all(r.outcome is Outcome.ACCEPTED and not r.ambiguous for r in delivered)
+    assert result.attempts == 2
+
+
+async def test_an_ambiguous_recipient_is_not_resent_after_its_neighbour_was_retried(
+    client: SesSmtpClient, upstream: SmtpUpstream
+) -> None:
+    """In one chunk, a@ gets a 451 at RCPT and b@'s message is lost after the final '.': a@ is
+    retried and accepted, b@ stays ambiguous and is never sent a second copy."""
+    upstream.faults.set(Fault.reply(Stage.RCPT, 451, "Try later", recipient="a@example.com"))
+    upstream.faults.set(Fault.drop(Stage.END_OF_DATA))
+    result = await client.send(message("a@example.com", "b@example.com"))
+    assert [m.recipients for m in upstream.messages] == [("b@example.com",), ("a@example.com",)]
+    assert [(r.outcome, r.ambiguous) for r in result.recipients] == [
+        (Outcome.ACCEPTED, False),
+        (Outcome.DEFERRED, True),
+    ]
+    assert result.recipients[1].text == AMBIGUOUS_TEXT
+    assert result.ambiguous
+
+
 async def test_a_pooled_session_closed_by_the_server_is_replaced(
     client: SesSmtpClient, upstream: SmtpUpstream, fake_time: FakeTime
 ) -> None:
@@ -1009,7 +1089,7 @@ async def test_a_wait_longer_than_the_upstream_timeout_is_paid_before_a_new_sess
     ("error", "reply_class"),
     [
         (RateLimitTimeout("no capacity", wait_seconds=40.0), ReplyClass.RATE_LIMITED),
-        (RateLimiterUnavailable("redis down"), ReplyClass.TRANSIENT),
+        (RateLimiterUnavailable("redis down"), ReplyClass.LIMITER_UNAVAILABLE),
         (DailyQuotaExhausted("quota used"), ReplyClass.DAILY_QUOTA),
     ],
 )

@@ -25,13 +25,16 @@ class ReplyClass(enum.Enum):
     """What a reply means for the message and for the connection.
 
     `RATE_LIMITED` is never an upstream reply: it marks recipients deferred because the local
-    send-rate limiter had no capacity before the send's deadline.
+    send-rate limiter had no capacity before the send's deadline. Nor is `LIMITER_UNAVAILABLE`:
+    the limiter could not answer at all (a shared store down, failing closed), so nothing was
+    sent and the upstream is not to blame.
     """
 
     SUCCESS = "success"
     TRANSIENT = "transient"
     THROTTLED = "throttled"
     RATE_LIMITED = "rate_limited"
+    LIMITER_UNAVAILABLE = "limiter_unavailable"
     DAILY_QUOTA = "daily_quota"
     AUTH = "auth"
     CONNECTION = "connection"
@@ -118,6 +121,9 @@ class RecipientResult:
         code: the upstream's reply code, or a 4xx/5xx code the client chose for a local reason.
         text: the upstream's reply text, or a description of the local reason.
         reply_class: the classification behind `outcome`.
+        ambiguous: DEFERRED because the session was lost after the message's final '.' and
+            before SES replied: SES may have it, so the client never resends it on its own (a
+            resend could deliver twice); whoever resends decides that duplicates are acceptable.
     """
 
     recipient: str
@@ -125,6 +131,7 @@ class RecipientResult:
     code: int
     text: str
     reply_class: ReplyClass
+    ambiguous: bool = False
 
     @classmethod
     def from_reply(cls, recipient: str, code: int, text: str) -> RecipientResult:
@@ -140,10 +147,17 @@ class RecipientResult:
 
     @classmethod
     def deferred(
-        cls, recipient: str, code: int, text: str, reply_class: ReplyClass
+        cls,
+        recipient: str,
+        code: int,
+        text: str,
+        reply_class: ReplyClass,
+        *,
+        ambiguous: bool = False,
     ) -> RecipientResult:
-        """A DEFERRED result, whatever the class (used when a retry budget runs out)."""
-        return cls(recipient, Outcome.DEFERRED, code, text, reply_class)
+        """A DEFERRED result, whatever the class (used when a retry budget runs out, and for the
+        ambiguous case)."""
+        return cls(recipient, Outcome.DEFERRED, code, text, reply_class, ambiguous)
 
 
 @attrs.frozen
@@ -155,7 +169,8 @@ class SendResult:
         limiter_wait: seconds spent waiting for send-rate capacity, summed over attempts.
         attempts: SMTP transactions tried (summed over 50-recipient chunks).
         ambiguous: the connection was lost after the message's final '.' and before the reply,
-            so SES may have accepted it; those recipients are DEFERRED and a resend may duplicate.
+            so SES may have accepted it; those recipients are DEFERRED with their own `ambiguous`
+            set, were not resent, and a resend may duplicate.
     """
 
     recipients: tuple[RecipientResult, ...]

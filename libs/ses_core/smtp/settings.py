@@ -55,6 +55,9 @@ class SmtpSettings:
         transient_backoff: waits before retrying a transient failure (the last one repeats).
         reconnect_backoff: first wait after a failed connection attempt (doubles each time).
         reconnect_backoff_max: longest wait between connection attempts.
+        probe_timeout: seconds a readiness probe may take (opening its session included; at most
+            `timeout`): below the relay's 5 s `/readyz` timeout, so that a silent upstream is
+            reported as such rather than as a probe that ran out of time.
     """
 
     host: str
@@ -80,6 +83,7 @@ class SmtpSettings:
     )
     reconnect_backoff: float = attrs.field(default=0.1, validator=_positive_float)
     reconnect_backoff_max: float = attrs.field(default=5.0, validator=_positive_float)
+    probe_timeout: float = attrs.field(default=3.0, validator=_positive_float)
 
     def __attrs_post_init__(self) -> None:
         if not 0 < self.port < 65536:

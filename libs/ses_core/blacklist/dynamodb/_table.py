@@ -2,7 +2,9 @@
 
 - `lookup_many` for one message's recipients is ONE `BatchGetItem` (keys deduplicated, chunks of
   100; SES allows at most 50 recipients per message, i.e. at most 100 keys with legacy
-  variants), never one `GetItem` per recipient.
+  variants), never one `GetItem` per recipient. The relay looks recipients up one RCPT at a
+  time, so it puts a `BatchingLookup` in front (told `store_keys`, so that each batch is one
+  call): the lookups of concurrent sessions then share `BatchGetItem` calls.
 - Legacy keys: the original service stored addresses as written and matched them
   case-sensitively. A lookup asks for the normalised key *and* the bare address exactly as given
   (`Bob@Example.com`) when that differs, in the same `BatchGetItem`; an entry under the
@@ -157,12 +159,9 @@ class DynamoDBBlacklist:
         # candidate DynamoDB key text -> normalised key it answers for
         candidates: dict[str, str] = {}
         for normal, given in keys.items():
-            candidates.setdefault(normal, normal)
             for text in given:
-                legacy = legacy_key(text)
-                # A valid address never looks like a pending key; the check makes it certain.
-                if legacy != normal and "@" in legacy and not legacy.startswith(PENDING_PREFIX):
-                    candidates.setdefault(legacy, normal)
+                for candidate in _candidates(normal, text):
+                    candidates.setdefault(candidate, normal)
         items: list[Item] = []
         texts = list(candidates)
         for start in range(0, len(texts), BATCH_GET_LIMIT):
@@ -178,6 +177,12 @@ class DynamoDBBlacklist:
 
     def get(self, address: str) -> BlacklistEntry | None:
         return self.lookup_many([address]).get(normalize_address(address))
+
+    def store_keys(self, address: str) -> tuple[str, ...]:
+        """The table keys a lookup of `address` asks for (its normalised key, and its legacy
+        form when that differs): what it costs of a `BatchGetItem`'s 100 keys, so that a
+        `BatchingLookup` can fill a batch that stays one call."""
+        return _candidates(normalize_address(address), address)
 
     def list_page(self, *, limit: int = 100, cursor: str | None = None) -> BlacklistPage:
         """A `Scan` page, in table order; the cursor is the last scanned key's text.
@@ -299,6 +304,16 @@ class DynamoDBBlacklist:
             if item is not None:
                 return read_entry(item, event.address, self.table_name)
         raise contended(self.table_name, f"entry for {event.address}")
+
+
+def _candidates(normal: str, text: str) -> tuple[str, ...]:
+    """The keys to read for `text`, whose normalised key is `normal`: that key, and the bare
+    address as written when it differs (the original service's case-sensitive key)."""
+    legacy = legacy_key(text)
+    # A valid address never looks like a pending key; the check makes it certain.
+    if legacy != normal and "@" in legacy and not legacy.startswith(PENDING_PREFIX):
+        return (normal, legacy)
+    return (normal,)
 
 
 def _record_update(event: BlacklistEvent) -> dict[str, Any]:

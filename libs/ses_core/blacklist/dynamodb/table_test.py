@@ -6,13 +6,20 @@ Failures are in `errors_test.py`, occurrence counting in `pending_test.py`.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
-from ses_core.blacklist import UNKNOWN_TIME, BlacklistEntry, BlacklistEvent, BlacklistReason
+from ses_core.blacklist import (
+    UNKNOWN_TIME,
+    BatchingLookup,
+    BlacklistEntry,
+    BlacklistEvent,
+    BlacklistReason,
+)
 from ses_core.blacklist.dynamodb import DynamoDBBlacklist, entry_to_item
 from ses_core.blacklist.dynamodb._items import RECENT_FEEDBACK_IDS
 from ses_core.errors import BlacklistUnavailable, InvalidAddress
@@ -67,6 +74,41 @@ def test_keys_are_deduplicated_and_chunked_by_100(client: Any, calls: dict[str, 
     assert DynamoDBBlacklist(TABLE, client=client).lookup_many(addresses * 2) == {}
     assert sizes == [100, 100, 50]
     assert calls == {"BatchGetItem": 3}
+
+
+def test_store_keys_name_the_keys_a_lookup_reads(blacklist: DynamoDBBlacklist) -> None:
+    """A lookup reads the normalised key, and the address as written when that differs."""
+    assert blacklist.store_keys("bob@example.com") == ("bob@example.com",)
+    assert blacklist.store_keys("Bob <Bob@Example.com>") == ("bob@example.com", "Bob@Example.com")
+
+
+async def test_batched_lookups_are_one_batch_get_each(
+    client: Any, blacklist: DynamoDBBlacklist
+) -> None:
+    """Through a `BatchingLookup` told the keys of each address, 150 concurrent lookups of
+    mixed-case addresses (two keys each) are batches of one BatchGetItem of at most 100 keys."""
+    sizes: list[int] = []
+
+    def size(params: dict[str, Any], **_: Any) -> None:
+        sizes.append(len(params["RequestItems"][TABLE]["Keys"]))
+
+    client.meta.events.register("provide-client-params.dynamodb.BatchGetItem", size)
+    client.put_item(TableName=TABLE, Item={"email": {"S": "User7@Example.com"}})
+    batches: list[int] = []
+
+    def lookup_many(texts: list[str]) -> dict[str, BlacklistEntry]:
+        batches.append(len(texts))
+        return blacklist.lookup_many(texts)
+
+    batcher = BatchingLookup(lookup_many, store_keys=blacklist.store_keys)
+    try:
+        lookups = [batcher.lookup_async([f"User{n}@Example.com"]) for n in range(150)]
+        found = await asyncio.wait_for(asyncio.gather(*lookups), 30)
+    finally:
+        await batcher.aclose()
+    assert [list(answer) for answer in found if answer] == [["user7@example.com"]]
+    assert sorted(batches) == [50, 50, 50]
+    assert sorted(sizes) == [100, 100, 100]  # one BatchGetItem per batch
 
 
 def test_invalid_address_touches_nothing(
