@@ -10,7 +10,8 @@ before our code runs), then times `import blacklist_lambda.handler`. Two figures
   from site-packages keep theirs too, so use --zip for the deployment figure.)
 
 Usage:
-    python bench/lambda_import_time.py [--runs 20] [--zip dist/services.blacklist_lambda/lambda.zip]
+    python bench/lambda_import_time.py [--runs 20] \
+        [--zip dist/services.blacklist_lambda/blacklist-lambda-*.zip]
 
 Without --zip the sources are imported (libs/ and services/ on sys.path); with --zip the zip is
 unpacked into a temporary directory and imported from there (boto3 from this interpreter).

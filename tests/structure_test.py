@@ -29,6 +29,7 @@ FRONT_DOORS = (
     "ses_core.blacklist",
     "ses_core.ratelimit",
     "ses_core.smtp",
+    "ses_core.sesapi",
 )
 
 

@@ -21,6 +21,7 @@ from blacklist_lambda.config import LambdaConfig
 from blacklist_lambda.processor import NotificationProcessor
 from ses_core.blacklist import BlacklistWriter
 from ses_core.feedback import SuppressionPolicy
+from ses_core.version import VERSION
 
 log = logging.getLogger(__name__)
 
@@ -71,8 +72,9 @@ def build_from_environ(environ: Mapping[str, str] = os.environ) -> Handler:
     # The table lives in the function's own region (AWS_REGION, set by the Lambda runtime).
     blacklist = DynamoDBBlacklist.from_table_name(config.dynamodb_table)
     log.info(
-        "blacklist Lambda ready: table %s, alerts from %s to %d recipient(s) via SES in %s, "
+        "blacklist Lambda %s ready: table %s, alerts from %s to %d recipient(s) via SES in %s, "
         "soft bounce thresholds: %s",
+        VERSION,
         config.dynamodb_table,
         config.email_from,
         len(config.email_to),

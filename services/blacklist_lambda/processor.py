@@ -9,10 +9,11 @@
   instead of waiting for more timeouts; they are redelivered with the rest.
 - After Lambda's retries an SNS event goes to the stack's failed-invocation queue (the on-failure
   destination); `blacklist-cli replay-failed` runs it through this same class later.
-Writes and occurrence counts (`COUNT_DEPENDENT` bounces, from `SOFT_BOUNCE_THRESHOLDS`) are
-idempotent per feedback id, so redeliveries are harmless. Everything not written (transient
-bounces, deliveries, other event types, invalid recipient strings) is logged as one JSON object
-per line, so CloudWatch Logs Insights can query it.
+The per-record work (policy, writes, log lines) is `ses_core.blacklist.feedback_writer`, shared
+with the relay's SNS endpoint. Writes and occurrence counts (`COUNT_DEPENDENT` bounces, from
+`SOFT_BOUNCE_THRESHOLDS`) are idempotent per feedback id, so redeliveries are harmless.
+Everything not written (transient bounces, deliveries, other event types, invalid recipient
+strings) is logged as one JSON object per line, so CloudWatch Logs Insights can query it.
 """
 
 from __future__ import annotations
@@ -23,24 +24,21 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from blacklist_lambda.alert import AdminAlerter, AlertMessage, UnprocessedRecord
-from ses_core.blacklist import BlacklistEvent, BlacklistWriter
+from ses_core.blacklist import BlacklistWriter
+from ses_core.blacklist.feedback_writer import MAX_LOGGED_RECIPIENTS, FeedbackWriter
 from ses_core.errors import BlacklistUnavailable, MalformedNotification
 from ses_core.feedback import (
     DEFAULT_POLICY,
     FeedbackRecord,
-    NotificationKind,
-    RecipientDecision,
     RecordFailure,
-    SuppressionDecision,
     SuppressionPolicy,
     decide_suppression,
     iter_feedback,
 )
 
-log = logging.getLogger(__name__)
+__all__ = ["MAX_LOGGED_RECIPIENTS", "NotificationProcessor"]
 
-#: Deliveries may name up to 50 recipients; the log line lists at most this many.
-MAX_LOGGED_RECIPIENTS = 50
+log = logging.getLogger(__name__)
 
 
 def _log_json(level: int, event: str, **fields: Any) -> None:
@@ -65,10 +63,10 @@ class NotificationProcessor:
         table: str,
         policy: SuppressionPolicy = DEFAULT_POLICY,
     ) -> None:
-        self._blacklist = blacklist
+        self._writer = FeedbackWriter(blacklist, policy=policy, logger=log)
+        self._policy = policy
         self._alerter = alerter
         self._table = table
-        self._policy = policy
 
     def __call__(self, event: Mapping[str, Any], context: Any) -> dict[str, Any] | None:
         """Process every record; SQS events get `batchItemFailures`, SNS ones raise on failure."""
@@ -117,39 +115,20 @@ class NotificationProcessor:
         message_id = envelope.sqs_message_id or envelope.sns_message_id or ""
         notification = record.notification
         if notification is None:
-            _log_json(
-                logging.INFO,
-                "sns_control_message",
-                message_id=message_id,
-                sns_type=envelope.sns_type,
-            )
+            self._writer.apply(record, message_id)  # an SNS control message: logged only
             return None, store_error
         ses_message_id = None if notification.mail is None else notification.mail.message_id
         decision = decide_suppression(notification, self._policy)
         writes = (*decision.to_blacklist, *decision.count_dependent)
         addresses = tuple(decided.address.key for decided in writes)
         try:
-            self._log_unwritten(record, decision, message_id, ses_message_id)
+            self._writer.log_unwritten(record, decision, message_id)
             if writes and store_error is not None:
                 error = BlacklistUnavailable(
                     f"not attempted: the store failed earlier ({store_error})"
                 )
                 raise error from store_error
-            for decided in decision.to_blacklist:
-                entry = self._blacklist.record(_event(decided))
-                _log_json(
-                    logging.INFO,
-                    "blacklisted",
-                    message_id=message_id,
-                    ses_message_id=ses_message_id,
-                    address=entry.address,
-                    reason=str(decided.reason),
-                    detail=decided.detail,
-                    feedback_id=decided.feedback_id,
-                    count=entry.count,
-                )
-            for decided in decision.count_dependent:
-                self._count(decided, message_id, ses_message_id)
+            self._writer.write(record, decision, message_id)
         except BlacklistUnavailable as exc:
             log.error(
                 "blacklist write failed for message %s (%s)",
@@ -168,80 +147,6 @@ class NotificationProcessor:
             return failure, store_error
         return None, store_error
 
-    def _count(
-        self, decided: RecipientDecision, message_id: str, ses_message_id: str | None
-    ) -> None:
-        """Count one COUNT_DEPENDENT recipient's bounce; the store blacklists at the threshold."""
-        threshold = decided.threshold
-        if threshold is None:
-            # decide_suppression always sets it for COUNT_DEPENDENT; failing loudly (alert,
-            # retry) beats guessing a threshold.
-            message = f"count-dependent decision for {decided.address.key} has no threshold"
-            raise ValueError(message)
-        result = self._blacklist.record_occurrence(_event(decided), threshold=threshold)
-        fields: dict[str, Any] = {
-            "message_id": message_id,
-            "ses_message_id": ses_message_id,
-            "address": result.address,
-            "reason": str(decided.reason),
-            "detail": decided.detail,
-            "feedback_id": decided.feedback_id,
-            "occurrences": result.count,
-            "threshold": threshold,
-            "duplicate": result.duplicate,
-        }
-        if result.entry is None:
-            _log_json(logging.INFO, "occurrence_counted", **fields)
-        else:
-            _log_json(logging.INFO, "blacklisted", count=result.entry.count, **fields)
-
-    def _log_unwritten(
-        self,
-        record: FeedbackRecord,
-        decision: SuppressionDecision,
-        message_id: str,
-        ses_message_id: str | None,
-    ) -> None:
-        notification = record.notification
-        assert notification is not None
-        for decided in decision.not_blacklisted:
-            _log_json(
-                logging.INFO,
-                "not_blacklisted",
-                message_id=message_id,
-                ses_message_id=ses_message_id,
-                address=decided.address.key,
-                reason=str(decided.reason),
-                detail=decided.detail,
-                feedback_id=decided.feedback_id,
-                verdict=str(decided.verdict),
-            )
-        for invalid in decision.invalid_recipients:
-            _log_json(
-                logging.WARNING,
-                "invalid_recipient",
-                message_id=message_id,
-                ses_message_id=ses_message_id,
-                recipient=invalid.text[:320],
-                error=invalid.error,
-                path=invalid.path,
-            )
-        kind = notification.kind
-        if kind in (NotificationKind.BOUNCE, NotificationKind.COMPLAINT):
-            return
-        fields: dict[str, Any] = {"kind": notification.type_name[:100]}
-        if notification.delivery is not None:
-            recipients = notification.delivery.recipients
-            fields["recipients"] = [address.key for address in recipients[:MAX_LOGGED_RECIPIENTS]]
-            fields["smtp_response"] = notification.delivery.smtp_response
-        _log_json(
-            logging.INFO,
-            "not_written",
-            message_id=message_id,
-            ses_message_id=ses_message_id,
-            **fields,
-        )
-
     def _alert(self, failures: Sequence[UnprocessedRecord], context: Any) -> None:
         if self._alerter is None:
             return
@@ -257,17 +162,6 @@ class NotificationProcessor:
             # The alert must never hide the original error: this one is logged with its
             # traceback, and the caller fails the invocation with the original failures next.
             log.exception("could not build or send the admin alert")
-
-
-def _event(decided: RecipientDecision) -> BlacklistEvent:
-    return BlacklistEvent(
-        address=decided.address.key,
-        reason=decided.reason,
-        detail=decided.detail,
-        feedback_id=decided.feedback_id,
-        message_id=decided.message_id,
-        timestamp=decided.timestamp,
-    )
 
 
 def _is_sqs_event(event: Mapping[str, Any]) -> bool:

@@ -130,16 +130,39 @@ def test_alert_configuration_set_is_optional_and_narrows_the_grant(
 
 
 def test_relay_policy_is_read_only_on_the_table(template: dict[str, Any]) -> None:
-    """The relays' managed policy allows BatchGetItem and GetItem on the table and nothing else."""
+    """The relays' managed policy allows BatchGetItem and GetItem on the table and, only when
+    RelaySnsEndpoint is true, nothing else (see the next test)."""
     document = template["Resources"]["RelayReadPolicy"]["Properties"]["PolicyDocument"]
-    assert document["Statement"] == [
-        {
-            "Sid": "ReadBlacklistTable",
-            "Effect": "Allow",
-            "Action": ["dynamodb:BatchGetItem", "dynamodb:GetItem"],
-            "Resource": {"Fn::Sub": [TABLE_ARN, {"Table": TABLE_NAME}]},
-        }
-    ]
+    read, optional = document["Statement"]
+    assert read == {
+        "Sid": "ReadBlacklistTable",
+        "Effect": "Allow",
+        "Action": ["dynamodb:BatchGetItem", "dynamodb:GetItem"],
+        "Resource": {"Fn::Sub": [TABLE_ARN, {"Table": TABLE_NAME}]},
+    }
+    assert optional["Fn::If"][0] == "RelayWritesBlacklist"
+    assert optional["Fn::If"][2] == {"Ref": "AWS::NoValue"}
+
+
+def test_relay_sns_endpoint_write_statement_is_optional_and_minimal(
+    template: dict[str, Any],
+) -> None:
+    """RelaySnsEndpoint=true (default false) adds PutItem and UpdateItem on the table only: what
+    the relay's SNS endpoint (RELAY_SNS_LISTEN) needs to record bounces and count soft ones."""
+    parameter = template["Parameters"]["RelaySnsEndpoint"]
+    assert (parameter["Default"], parameter["AllowedValues"]) == ("false", ["false", "true"])
+    assert template["Conditions"]["RelayWritesBlacklist"] == {
+        "Fn::Equals": [{"Ref": "RelaySnsEndpoint"}, "true"]
+    }
+    document = template["Resources"]["RelayReadPolicy"]["Properties"]["PolicyDocument"]
+    condition, statement, otherwise = document["Statement"][1]["Fn::If"]
+    assert (condition, otherwise) == ("RelayWritesBlacklist", {"Ref": "AWS::NoValue"})
+    assert statement == {
+        "Sid": "WriteBlacklistFromSnsEndpoint",
+        "Effect": "Allow",
+        "Action": ["dynamodb:PutItem", "dynamodb:UpdateItem"],
+        "Resource": {"Fn::Sub": [TABLE_ARN, {"Table": TABLE_NAME}]},
+    }
 
 
 def test_operator_policy_wildcard_is_limited_to_suppression_list(template: dict[str, Any]) -> None:

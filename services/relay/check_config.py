@@ -18,6 +18,7 @@ from urllib.parse import urlsplit, urlunsplit
 from relay import variables as v
 from relay.access import refuse_open_relay
 from relay.config import ConfigError, RelayConfig
+from relay.sns_http import sns_server_context
 from relay.tls import server_context
 
 MASK = "****"
@@ -96,6 +97,9 @@ _SHOWN: dict[str, Show] = {
     v.RELAY_BLACKLIST_CACHE_MAX_ENTRIES.name: lambda c: c.blacklist_cache_max_entries,
     v.RELAY_LOCAL_OUTBOX.name: lambda c: c.local_outbox,
     v.RELAY_LOCAL_SMTP_URL.name: lambda c: _off(mask_url(c.local_smtp_url)),
+    v.RELAY_UPSTREAM.name: lambda c: c.upstream,
+    v.RELAY_SES_REGION.name: lambda c: c.ses_region or "(AWS_REGION / AWS_DEFAULT_REGION)",
+    v.RELAY_CONFIGURATION_SET.name: lambda c: _off(c.configuration_set),
     v.RELAY_POOL_SIZE.name: lambda c: c.pool_size,
     v.RELAY_MAX_MESSAGES_PER_CONNECTION.name: lambda c: c.max_messages_per_connection,
     v.RELAY_MAX_CONNECTION_AGE.name: lambda c: f"{c.max_connection_age:g}",
@@ -108,6 +112,10 @@ _SHOWN: dict[str, Show] = {
     v.RELAY_GRACE_PERIOD.name: lambda c: f"{c.grace_period:g}",
     v.RELAY_METRICS_HOST.name: lambda c: c.metrics_host,
     v.RELAY_METRICS_PORT.name: lambda c: "off" if c.metrics_port is None else c.metrics_port,
+    v.RELAY_SNS_LISTEN.name: lambda c: "off" if c.sns is None else f"{c.sns.host}:{c.sns.port}",
+    v.RELAY_SNS_CERT_PATH.name: lambda c: _off(c.sns and c.sns.cert_path),
+    v.RELAY_SNS_KEY_PATH.name: lambda c: _off(c.sns and c.sns.key_path),
+    v.RELAY_SNS_TOPIC_ARNS.name: lambda c: _off(c.sns and ",".join(sorted(c.sns.topic_arns))),
     v.RELAY_LOG_LEVEL.name: lambda c: c.log_level,
     v.RELAY_LOG_FORMAT.name: lambda c: "json" if c.log_json else "text",
 }
@@ -137,6 +145,8 @@ def validate(environ: Mapping[str, str]) -> RelayConfig:
     refuse_open_relay(config)
     if config.tls_cert_path is not None and config.tls_key_path is not None:
         server_context(config.tls_cert_path, config.tls_key_path)
+    if config.sns is not None:
+        sns_server_context(config.sns)
     return config
 
 

@@ -15,6 +15,8 @@ from __future__ import annotations
 import argparse
 import os
 
+from ses_core.version import VERSION
+
 PROG = "relay"
 SERVE = "serve"
 
@@ -26,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="SMTP relay in front of Amazon SES, configured by environment variables "
         "(see the README's configuration table). Without a command it runs the relay.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {VERSION}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.add_parser(SERVE, help="run the relay until SIGTERM/SIGINT (the default)")
     hashing = commands.add_parser(

@@ -19,6 +19,7 @@ import attrs
 
 from relay import variables as v
 from relay._env import ConfigError, EnvReader, IPNetwork
+from relay.sns_settings import SnsSettings, read_sns_settings
 from relay.variables import ENVIRONMENT_VARIABLES
 from ses_core.addresses import EmailAddress
 from ses_core.errors import InvalidAddress
@@ -87,13 +88,17 @@ class RelayConfig:
     Attributes (grouped; see `relay.variables` for meanings and defaults):
         listen_host/listen_port/server_fqdn: the SMTP listener.
         implicit_tls, tls_cert_path, tls_key_path: TLS on the listener (STARTTLS when not implicit).
-        upstream_*: the SES SMTP endpoint; `upstream_host is None` means local mode.
+        upstream: `smtp` (SES SMTP interface) or `api` (SES v2 `SendEmail`, boto3's credentials).
+        upstream_*: the SES SMTP endpoint; `upstream_host is None` means local mode (with `smtp`).
+        ses_region: RELAY_SES_REGION for the API sender and the quota poller (None: boto3's).
+        configuration_set: the API sender's default configuration set.
         rate_limit: recipients per second, `None` for `auto` (read from SES).
         blacklist_cache_ttl: seconds a "not blacklisted" answer is cached;
             blacklist_cache_blacklisted_ttl: the same for "blacklisted" answers;
             blacklist_cache_max_entries: the cache's size bound.
         metrics_port: `None` = endpoint off; `0` = an ephemeral port (tests).
         unknown_variables: `RELAY_*` names set but not read (warned at start).
+        sns: the optional SNS HTTPS endpoint (`relay.sns_settings`), None when off.
     """
 
     listen_host: str = v.SMTP_HOST.default
@@ -103,6 +108,9 @@ class RelayConfig:
     tls_cert_path: Path | None = v.SSL_CERT_PATH.default
     tls_key_path: Path | None = v.SSL_KEY_PATH.default
 
+    upstream: str = v.RELAY_UPSTREAM.default
+    ses_region: str | None = v.RELAY_SES_REGION.default
+    configuration_set: str | None = v.RELAY_CONFIGURATION_SET.default
     upstream_host: str | None = v.AWS_SMTP_HOST.default
     upstream_port: int = v.AWS_SMTP_PORT.default
     upstream_username: str | None = v.AWS_SMTP_USERNAME.default
@@ -153,11 +161,12 @@ class RelayConfig:
     log_level: str = v.RELAY_LOG_LEVEL.default
     log_json: bool = v.RELAY_LOG_FORMAT.default == "json"
     unknown_variables: tuple[UnknownVariable, ...] = ()
+    sns: SnsSettings | None = None
 
     @property
     def local_mode(self) -> bool:
         """True when no SES endpoint is configured: mail goes to the outbox or a local SMTP URL."""
-        return self.upstream_host is None
+        return self.upstream == "smtp" and self.upstream_host is None
 
     @property
     def auth_enabled(self) -> bool:
@@ -169,7 +178,8 @@ class RelayConfig:
         """Read and validate the settings; raise `ConfigError` (one line) on the first bad one."""
         env = EnvReader(environ)
         upstream_host = env.text(v.AWS_SMTP_HOST)
-        local = upstream_host is None
+        upstream = env.choice(v.RELAY_UPSTREAM, ("smtp", "api"))
+        local = upstream == "smtp" and upstream_host is None
 
         implicit_tls = env.flag(v.ENABLE_SSL)
         cert, key = _tls_files(env)
@@ -221,6 +231,9 @@ class RelayConfig:
             implicit_tls=implicit_tls,
             tls_cert_path=cert,
             tls_key_path=key,
+            upstream=upstream,
+            ses_region=env.text(v.RELAY_SES_REGION),
+            configuration_set=env.text(v.RELAY_CONFIGURATION_SET),
             upstream_host=upstream_host,
             upstream_port=env.port(v.AWS_SMTP_PORT),
             upstream_username=username,
@@ -267,6 +280,7 @@ class RelayConfig:
             log_level=log_level,
             log_json=log_format == "json",
             unknown_variables=tuple(unknown_variables(environ)),
+            sns=read_sns_settings(environ),
         )
 
 
@@ -302,6 +316,7 @@ def _rate(env: EnvReader, local: bool) -> float | None:
         if local:
             message = (
                 f"{v.SES_RATE_LIMIT.name}: `auto` reads the SES account; it needs AWS_SMTP_HOST"
+                " or RELAY_UPSTREAM=api"
             )
             raise ConfigError(message)
         return None

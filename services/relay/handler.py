@@ -38,7 +38,8 @@ What the client is told, and why:
   `500 Error: (...)` (permanent, leaking internals) is never sent.
 
 One JSON log line is written per DATA transaction (id, peer, sender domain, recipient count,
-refused recipients with reasons, outcome, reply and upstream codes, limiter wait, latency), just
+refused recipients with reasons, outcome, reply and upstream codes, the upstream's accepting
+reply (`Ok <SES message id>`, which bounce notifications refer to), limiter wait, latency), just
 after the reply is sent; no message body, no secret, and of the sender only its domain.
 """
 
@@ -265,6 +266,7 @@ class RelayHandler:
             self._on_daily_quota()
         first = (deferred or refused or accepted)[0]
         record.upstream_code = first.code
+        record.upstream_reply = short(accepted[0].text) if accepted else None
         if not deferred and not refused:
             return self._finish(record, f"250 {short(accepted[0].text) or 'OK'}", "accepted", None)
         if accepted:
@@ -301,6 +303,7 @@ class RelayHandler:
                 "reason": reason,
                 "code": int(reply[:3]),
                 "upstream_code": record.upstream_code,
+                "upstream_reply": record.upstream_reply,
                 "limiter_wait": round(record.limiter_wait, 4),
                 "attempts": record.attempts,
                 "size": record.size,
@@ -337,6 +340,7 @@ class _Record:
     limiter_wait: float = 0.0
     attempts: int = 0
     upstream_code: int | None = None
+    upstream_reply: str | None = None
 
 
 async def _blacklisted(

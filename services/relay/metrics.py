@@ -14,6 +14,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from ses_core.version import VERSION
+
 _WAIT_BUCKETS = (0.0, 0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 _LATENCY_BUCKETS = (
     0.001,
@@ -74,6 +76,10 @@ class RelayMetrics:
             "relay_auth_failures", "Failed AUTH attempts by reason", ["reason"], registry=r
         )
         self.sessions = Gauge("relay_sessions", "Open client sessions", registry=r)
+        # Always 1; the label says which release runs (README "Releases").
+        Gauge("relay_build_info", "The relay's version", ["version"], registry=r).labels(
+            version=VERSION
+        ).set(1)
         self.errors = Counter("relay_unexpected_errors", "Exceptions answered with 451", registry=r)
         self.junk_disconnects = Counter(
             "relay_junk_disconnects",

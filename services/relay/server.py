@@ -95,6 +95,8 @@ class RelayServer:
                 port=self.config.metrics_port,
             )
             await self._http.start()
+        if self.components.sns_endpoint is not None:
+            await self.components.sns_endpoint.start()
         if self.config.implicit_tls:
             tls = "implicit TLS"
         else:
@@ -104,7 +106,9 @@ class RelayServer:
         else:
             auth = "required" if self.config.auth_required else "optional"
         upstream = (
-            "local mode" if self.config.local_mode else f"upstream {self.config.upstream_host}"
+            "local mode"
+            if self.config.local_mode
+            else f"upstream {self.config.upstream_host or 'SES v2 API'}"
         )
         log.info(
             "relay listening on %s:%d (%s, AUTH %s, %s)",
@@ -146,6 +150,8 @@ class RelayServer:
                     await self._server.wait_closed()
             except asyncio.TimeoutError:
                 log.debug("listener did not report closed within 1s")
+        if self.components.sns_endpoint is not None:
+            await self.components.sns_endpoint.aclose()  # before the blacklist it writes to
         await self.components.aclose()
         if self._http is not None:
             await self._http.aclose()

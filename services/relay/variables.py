@@ -12,53 +12,9 @@ instance roles, ...) are not listed: boto3's own chain reads them.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Final, Generic, TypeVar
+from typing import Final
 
-import attrs
-
-T = TypeVar("T", covariant=True)
-
-
-@attrs.frozen
-class Variable(Generic[T]):
-    """One environment variable.
-
-    Attributes:
-        name: the variable's name.
-        meaning: one sentence for the documentation.
-        default: the value used when the variable is unset or empty (None: no value).
-        example: a typical value, for the documentation.
-        shown: how the documentation shows the default when its plain text would mislead; `{}`
-            stands for that plain text.
-    """
-
-    name: str
-    meaning: str
-    default: T
-    example: str
-    shown: str | None = None
-
-    @property
-    def default_text(self) -> str:
-        """The default as the documentation shows it."""
-        value: object = self.default
-        if value is None:
-            text = "(none)"
-        elif isinstance(value, bool):
-            text = "true" if value else "false"
-        elif isinstance(value, float):
-            text = f"{value:g}"
-        elif value == "":
-            text = "(empty)"
-        else:
-            text = str(value)
-        return text if self.shown is None else self.shown.format(text)
-
-    @property
-    def row(self) -> tuple[str, str, str, str]:
-        """(name, meaning, default, example): one row of the README table."""
-        return (self.name, self.meaning, self.default_text, self.example)
-
+from relay.variable import Variable as Variable  # re-exported: users import it from here
 
 # --- names existing deployments already set ------------------------------------------------------
 
@@ -238,7 +194,32 @@ RELAY_LOCAL_SMTP_URL: Variable[str | None] = Variable(
     "smtp://127.0.0.1:2525",
     shown="(unset)",
 )
-RELAY_POOL_SIZE = Variable("RELAY_POOL_SIZE", "Upstream SMTP connections kept open.", 4, "8")
+RELAY_UPSTREAM = Variable(
+    "RELAY_UPSTREAM",
+    "How mail leaves: `smtp` (SES SMTP interface, AWS_SMTP_*) or `api` (SES v2 SendEmail with"
+    " boto3's credentials: role, web identity, environment; not local mode).",
+    "smtp",
+    "api",
+)
+RELAY_SES_REGION: Variable[str | None] = Variable(
+    "RELAY_SES_REGION",
+    "AWS region of the SES API (sending with `api`, and the `auto` quota poller).",
+    None,
+    "eu-west-1",
+    shown="(AWS_REGION / AWS_DEFAULT_REGION)",
+)
+RELAY_CONFIGURATION_SET: Variable[str | None] = Variable(
+    "RELAY_CONFIGURATION_SET",
+    "Default SES configuration set with `api` (an X-SES-CONFIGURATION-SET header overrides it).",
+    None,
+    "ses-events",
+)
+RELAY_POOL_SIZE = Variable(
+    "RELAY_POOL_SIZE",
+    "Upstream SMTP connections kept open (with `api`: SendEmail calls in flight).",
+    4,
+    "8",
+)
 RELAY_MAX_MESSAGES_PER_CONNECTION = Variable(
     "RELAY_MAX_MESSAGES_PER_CONNECTION",
     "Recycle an upstream connection after this many messages.",
@@ -301,6 +282,32 @@ RELAY_METRICS_HOST = Variable(
 RELAY_METRICS_PORT = Variable(
     "RELAY_METRICS_PORT", "Port of that endpoint; `0` or `off` disables it.", 9125, "off"
 )
+RELAY_SNS_LISTEN: Variable[str | None] = Variable(
+    "RELAY_SNS_LISTEN",
+    "host:port of the HTTPS endpoint for SNS bounce/complaint deliveries (written to the"
+    " relay's blacklist store); unset = off.",
+    None,
+    "0.0.0.0:8443",
+    shown="(unset: off)",
+)
+RELAY_SNS_CERT_PATH: Variable[Path | None] = Variable(
+    "RELAY_SNS_CERT_PATH",
+    "PEM certificate chain of that endpoint (required with RELAY_SNS_LISTEN).",
+    None,
+    "/etc/relay/sns.crt",
+)
+RELAY_SNS_KEY_PATH: Variable[Path | None] = Variable(
+    "RELAY_SNS_KEY_PATH",
+    "PEM private key of that endpoint (required with RELAY_SNS_LISTEN).",
+    None,
+    "/etc/relay/sns.key",
+)
+RELAY_SNS_TOPIC_ARNS = Variable(
+    "RELAY_SNS_TOPIC_ARNS",
+    "Comma-separated SNS topic ARNs the endpoint accepts (required with RELAY_SNS_LISTEN).",
+    "",
+    "arn:aws:sns:eu-west-1:123456789012:ses-feedback",
+)
 RELAY_LOG_LEVEL = Variable("RELAY_LOG_LEVEL", "Log level.", "INFO", "DEBUG")
 RELAY_LOG_FORMAT = Variable(
     "RELAY_LOG_FORMAT", "`json` (one object per line) or `text`.", "json", "text"
@@ -343,6 +350,9 @@ VARIABLES: Final[tuple[Variable[object], ...]] = (
     RELAY_BLACKLIST_CACHE_MAX_ENTRIES,
     RELAY_LOCAL_OUTBOX,
     RELAY_LOCAL_SMTP_URL,
+    RELAY_UPSTREAM,
+    RELAY_SES_REGION,
+    RELAY_CONFIGURATION_SET,
     RELAY_POOL_SIZE,
     RELAY_MAX_MESSAGES_PER_CONNECTION,
     RELAY_MAX_CONNECTION_AGE,
@@ -355,6 +365,10 @@ VARIABLES: Final[tuple[Variable[object], ...]] = (
     RELAY_GRACE_PERIOD,
     RELAY_METRICS_HOST,
     RELAY_METRICS_PORT,
+    RELAY_SNS_LISTEN,
+    RELAY_SNS_CERT_PATH,
+    RELAY_SNS_KEY_PATH,
+    RELAY_SNS_TOPIC_ARNS,
     RELAY_LOG_LEVEL,
     RELAY_LOG_FORMAT,
 )

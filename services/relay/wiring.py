@@ -30,7 +30,9 @@ from relay.metrics import RelayMetrics
 from relay.outbox import OutboxSender
 from relay.session import OpenSessions, SessionPolicy
 from relay.session_auth import SessionAuth
+from relay.sns_http import SnsHttpServer, build_sns_endpoint
 from relay.tls import server_context
+from relay.upstream import build_api_sender, ses_region
 from ses_core.blacklist import BatchingLookup, BlacklistReader, CachedBlacklist
 from ses_core.ratelimit import LocalRateLimiter, RateLimiter
 from ses_core.smtp import MessageSender, SmtpSettings
@@ -69,6 +71,7 @@ class Components:
         probes: named readiness probes for `/readyz`.
         lookup_executor: threads for blacklist lookups that may block (None: the loop's default
             executor).
+        sns_endpoint: the SNS HTTPS endpoint writing to `blacklist` (RELAY_SNS_LISTEN), or None.
         resources: owns what must be closed; by default just the sender.
     """
 
@@ -81,6 +84,7 @@ class Components:
     metrics: RelayMetrics = attrs.field(factory=RelayMetrics)
     probes: dict[str, Probe] = attrs.field(factory=dict)
     lookup_executor: Executor | None = None
+    sns_endpoint: SnsHttpServer | None = None
     resources: contextlib.AsyncExitStack = attrs.field(
         default=attrs.Factory(_closing_sender, takes_self=True)
     )
@@ -132,6 +136,7 @@ async def build_components(
             metrics=metrics,
             probes=probes,
             lookup_executor=lookup_executor,
+            sns_endpoint=build_sns_endpoint(config.sns, blacklist),
             resources=stack.pop_all(),  # built: from here on the components own it all
         )
     return components
@@ -221,10 +226,10 @@ async def build_limiter(
 
 def ses_quota_clients(config: RelayConfig) -> tuple[Any, Any]:
     """The SES v2 and v1 clients `auto` reads the quota with: short timeouts, one retry, and the
-    region of an `email-smtp.<region>.amazonaws.com` AWS_SMTP_HOST (else boto3's usual one)."""
-    from ses_core.ratelimit.ses_quota import region_from_smtp_host, ses_api_clients
+    region `relay.upstream.ses_region` picks (RELAY_SES_REGION, AWS_SMTP_HOST's, boto3's)."""
+    from ses_core.ratelimit.ses_quota import ses_api_clients
 
-    region = region_from_smtp_host(config.upstream_host)
+    region = ses_region(config)
     return _with_region(lambda: ses_api_clients(region), "SES_RATE_LIMIT=auto")
 
 
@@ -331,7 +336,9 @@ async def _build_sender(
     limiter: RateLimiter,
     metrics: RelayMetrics,
 ) -> MessageSender:
-    """The local outbox, or the pooled SMTP client (to SES, or to RELAY_LOCAL_SMTP_URL)."""
+    """The local outbox, the pooled SMTP client (to SES or RELAY_LOCAL_SMTP_URL), or the API's."""
+    if config.upstream == "api":
+        return await stack.enter_async_context(build_api_sender(config, limiter=limiter))
     if config.local_mode and config.local_smtp_url is None:
         outbox = OutboxSender(config.local_outbox, limiter=limiter)
         stack.push_async_callback(outbox.aclose)

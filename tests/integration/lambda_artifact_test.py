@@ -2,10 +2,10 @@
 
 Unit tests exercise the sources; this test exercises what is deployed. It takes the zip Pants
 built (`./pants package services/blacklist_lambda:lambda` writes
-`dist/services.blacklist_lambda/lambda.zip`; as a `runtime_package_dependencies` of this test it
-appears at `services.blacklist_lambda/lambda.zip` in the test's working directory), or the path
-in `LAMBDA_ZIP`. A missing zip is a failure, never a skip: a test that silently does not run
-proves nothing.
+`dist/services.blacklist_lambda/blacklist-lambda-<version>.zip`; as a
+`runtime_package_dependencies` of this test it appears under `services.blacklist_lambda/` in the
+test's working directory), or the path in `LAMBDA_ZIP`. A missing zip is a failure, never a
+skip: a test that silently does not run proves nothing.
 
 The handler runs in a separate interpreter started with `-I -S` (no site-packages, no
 PYTHONPATH), whose `sys.path` is the standard library, the unpacked zip, and a directory holding
@@ -19,6 +19,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import re
 import subprocess
 import sys
 import zipfile
@@ -34,9 +35,10 @@ from ses_core.blacklist.dynamodb import DynamoDBBlacklist
 from ses_core.testing import feedback_docs as fx
 from ses_core.testing.moto_dynamodb import TEST_REGION, MotoServer, create_blacklist_table
 
+#: The zip's name carries the release version (README "Releases"); the newest one is tested.
 ZIP_CANDIDATES = (
-    Path("services.blacklist_lambda/lambda.zip"),
-    Path("dist/services.blacklist_lambda/lambda.zip"),
+    "services.blacklist_lambda/blacklist-lambda-*.zip",
+    "dist/services.blacklist_lambda/blacklist-lambda-*.zip",
 )
 MAX_ZIP_BYTES = 1_000_000
 #: What the python3.11 Lambda runtime ships: boto3, botocore and their dependencies.
@@ -71,8 +73,9 @@ def find_zip() -> Path:
         assert path.is_file(), f"LAMBDA_ZIP={explicit} is not a file"
         return path
     for candidate in ZIP_CANDIDATES:
-        if candidate.is_file():
-            return candidate
+        found = sorted(Path.cwd().glob(candidate), key=lambda path: path.stat().st_mtime)
+        if found:
+            return found[-1].relative_to(Path.cwd())
     tried = ", ".join(str(Path.cwd() / candidate) for candidate in ZIP_CANDIDATES)
     pytest.fail(
         "the packaged Lambda zip was not found (tried "
@@ -172,6 +175,17 @@ def test_zip_is_small_and_excludes_what_the_runtime_provides(lambda_zip: Path) -
     top_level = {name.split("/", 1)[0] for name in names}
     assert not top_level & set(EXCLUDED), sorted(top_level & set(EXCLUDED))
     assert not [name for name in names if name.endswith("_test.py")]
+
+
+def test_zip_name_carries_the_version_it_was_built_with(lambda_zip: Path) -> None:
+    """`blacklist-lambda-<tag>.zip`, where <tag> is the image-tag form of the version inside."""
+    with zipfile.ZipFile(lambda_zip) as archive:
+        generated = archive.read("ses_core/_version.py").decode()
+    found = re.search(r'^VERSION = "([^"]+)"$', generated, re.M)
+    assert found is not None, generated
+    tag = found.group(1).replace(".dev0+", "-")  # 0.0.0.dev0+g<sha> -> 0.0.0-g<sha>; x.y.z as is
+    if os.environ.get("LAMBDA_ZIP") is None:
+        assert lambda_zip.name == f"blacklist-lambda-{tag}.zip"
 
 
 def test_unpacked_zip_writes_bounce_to_dynamodb(

@@ -79,8 +79,16 @@ from ses_core.smtp._transaction import (
     TransactionOutcome,
     run_transaction,
 )
-from ses_core.smtp.results import Outcome, PoolStats, RecipientResult, Reply, ReplyClass, SendResult
-from ses_core.smtp.sender import OutboundMessage
+from ses_core.smtp.results import (
+    AMBIGUOUS_TEXT,
+    Outcome,
+    PoolStats,
+    RecipientResult,
+    Reply,
+    ReplyClass,
+    SendResult,
+)
+from ses_core.smtp.sender import OutboundMessage, recipient_chunks
 from ses_core.smtp.settings import SmtpSettings
 
 __all__ = ["AMBIGUOUS_TEXT", "PARTIAL_RETRY_ROUNDS", "SesSmtpClient"]
@@ -90,10 +98,6 @@ log = logging.getLogger(__name__)
 #: Further rounds to the deferred recipients after some were accepted (see the module docstring).
 PARTIAL_RETRY_ROUNDS = 5
 
-AMBIGUOUS_TEXT = (
-    "4.4.2 connection to SES lost after the message was sent and before SES replied; "
-    "it may have been accepted"
-)
 _LOST_TEXT = "4.4.2 connection to SES lost before the message was sent"
 
 
@@ -198,12 +202,11 @@ class SesSmtpClient:
         deadline: float,
     ) -> SendResult:
         """One pass over `recipients`, in transactions of at most 50 recipients."""
-        size = self._settings.max_recipients_per_message
         results = []
-        for start in range(0, len(recipients), size):
+        for chunk in recipient_chunks(recipients, self._settings.max_recipients_per_message):
             envelope = SmtpEnvelope(
                 sender=message.sender,
-                recipients=recipients[start : start + size],
+                recipients=chunk,
                 data=data,
                 smtputf8=message.smtputf8,
                 eightbit=message.eightbit,

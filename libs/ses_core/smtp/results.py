@@ -20,6 +20,12 @@ import enum
 
 import attrs
 
+#: The deferral text of the ambiguous case (see `RecipientResult.ambiguous`), whichever sender.
+AMBIGUOUS_TEXT = (
+    "4.4.2 connection to SES lost after the message was sent and before SES replied; "
+    "it may have been accepted"
+)
+
 
 class ReplyClass(enum.Enum):
     """What a reply means for the message and for the connection.

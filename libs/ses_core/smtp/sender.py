@@ -43,6 +43,12 @@ class OutboundMessage:
             raise ValueError(message)
 
 
+def recipient_chunks(recipients: tuple[str, ...], size: int) -> tuple[tuple[str, ...], ...]:
+    """`recipients` split, in order, into groups of at most `size` (SES takes 50 per message):
+    every sender splits the same way, so a chunk's outcome means the same whichever way out."""
+    return tuple(recipients[start : start + size] for start in range(0, len(recipients), size))
+
+
 class MessageSender(Protocol):
     """Anything that delivers mail: the SES client, or a relay's local outbox."""
 
