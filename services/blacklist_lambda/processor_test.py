@@ -8,21 +8,20 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import attrs
-import boto3
 import pytest
 from cfnlint.decode import decode
-from moto import mock_aws
 from moto.core import DEFAULT_ACCOUNT_ID
 from moto.ses.models import ses_backends
 
 from blacklist_lambda import processor
 from blacklist_lambda.alert import AdminAlerter
 from blacklist_lambda.config import LambdaConfig
+from blacklist_lambda.conftest import CONTEXT, REGION, SENDER, TABLE, soft_bounce
 from blacklist_lambda.handler import Handler, make_handler
 from blacklist_lambda.processor import MAX_LOGGED_RECIPIENTS, NotificationProcessor
 from ses_core.blacklist import (
@@ -38,11 +37,7 @@ from ses_core.errors import BlacklistUnavailable
 from ses_core.feedback import BounceThreshold
 from ses_core.testing import feedback_docs as fx
 from ses_core.testing.blacklists import DelegatingBlacklist
-from ses_core.testing.moto_dynamodb import create_blacklist_table
 
-REGION = "us-east-1"
-TABLE = "blacklist"
-SENDER = "alerts@example.com"
 CONFIG = LambdaConfig(
     ses_region=REGION,
     email_from=SENDER,
@@ -50,38 +45,6 @@ CONFIG = LambdaConfig(
     dynamodb_table=TABLE,
 )
 TWICE = attrs.evolve(CONFIG, soft_bounce_thresholds=(BounceThreshold("Transient", "General", 2),))
-
-
-class FakeContext:
-    """The two attributes of Lambda's context object the handler reads."""
-
-    function_name = "blacklist-test"
-    aws_request_id = "req-1234"
-
-
-CONTEXT = FakeContext()
-
-
-@pytest.fixture
-def aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Dummy credentials and a fixed region, so nothing can reach real AWS."""
-    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
-    monkeypatch.setenv("AWS_REGION", REGION)
-
-
-@pytest.fixture
-def aws(aws_env: None) -> Iterator[dict[str, Any]]:
-    """moto with the blacklist table and a verified alert sender."""
-    with mock_aws():
-        dynamodb = boto3.client("dynamodb", region_name=REGION)
-        create_blacklist_table(dynamodb, TABLE)
-        ses = boto3.client("ses", region_name=REGION)
-        ses.verify_email_identity(EmailAddress=SENDER)
-        yield {"dynamodb": dynamodb, "ses": ses}
 
 
 @pytest.fixture
@@ -146,13 +109,6 @@ class ExplodingSes:
 
     def send_email(self, **kwargs: Any) -> dict[str, Any]:
         raise RuntimeError("alert transport exploded")
-
-
-def soft_bounce(feedback_id: str, recipient: str = "ooto@example.com") -> dict[str, Any]:
-    """A Transient/General bounce with its own feedback id."""
-    document = fx.transient_bounce(recipient=recipient)
-    document["bounce"]["feedbackId"] = feedback_id
-    return document
 
 
 # -- writes -------------------------------------------------------------------------------------

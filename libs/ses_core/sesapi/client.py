@@ -43,11 +43,11 @@ from ses_core.sesapi.settings import SesApiSettings
 from ses_core.smtp.charging import SendRateCharger
 from ses_core.smtp.results import (
     AMBIGUOUS_TEXT,
-    Outcome,
     RecipientResult,
     Reply,
     ReplyClass,
     SendResult,
+    log_recipient_failures,
 )
 from ses_core.smtp.sender import OutboundMessage, recipient_chunks
 
@@ -187,7 +187,7 @@ class SesApiSender:
                 break
             await self._sleep(delay)
         results = tuple(RecipientResult.for_reply(r, reply) for r in recipients)
-        _log_failures(sender, results)
+        log_recipient_failures(log, "SES API", sender, results)
         return SendResult(results, limiter_wait=waited, attempts=attempts)
 
     def _request(
@@ -234,22 +234,3 @@ class SesApiSender:
             return Reply(451, text, ReplyClass.CONNECTION)
         self._account_state = None
         return Reply(250, f"Ok {response.get('MessageId', '')}".rstrip(), ReplyClass.SUCCESS)
-
-
-def _log_failures(sender: str, results: tuple[RecipientResult, ...]) -> None:
-    # As the SMTP client: only the sender's domain is logged, never its mailbox.
-    sender = "*@" + sender.rpartition("@")[2] if "@" in sender else "<>"
-    for result in results:
-        if result.outcome is Outcome.ACCEPTED:
-            continue
-        level = logging.ERROR if result.reply_class is ReplyClass.AUTH else logging.WARNING
-        log.log(
-            level,
-            "SES API %s %s -> %s: %d %s (%s)",
-            result.outcome.value,
-            sender,
-            result.recipient,
-            result.code,
-            result.text,
-            result.reply_class.value,
-        )

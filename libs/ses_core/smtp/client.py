@@ -81,12 +81,12 @@ from ses_core.smtp._transaction import (
 )
 from ses_core.smtp.results import (
     AMBIGUOUS_TEXT,
-    Outcome,
     PoolStats,
     RecipientResult,
     Reply,
     ReplyClass,
     SendResult,
+    log_recipient_failures,
 )
 from ses_core.smtp.sender import OutboundMessage, recipient_chunks
 from ses_core.smtp.settings import SmtpSettings
@@ -296,7 +296,7 @@ class SesSmtpClient:
         for recipient in pending:
             final[recipient] = RecipientResult.for_reply(recipient, last[recipient])
         results = tuple(final[r] for r in envelope.recipients)
-        _log_failures(envelope.sender, results)
+        log_recipient_failures(log, "SES", envelope.sender, results)
         return SendResult(results, limiter_wait=waited, attempts=attempts, ambiguous=ambiguous)
 
     async def _attempt(
@@ -328,23 +328,3 @@ class SesSmtpClient:
                 return outcome
             log.info("pooled SES session was closed by the server; using a fresh one")
         return outcome
-
-
-def _log_failures(sender: str, results: tuple[RecipientResult, ...]) -> None:
-    # Of the sender only its domain is logged (as the relay's transaction log does): the refused
-    # or deferred recipient is what an operator needs, the sender's mailbox is just personal data.
-    sender = "*@" + sender.rpartition("@")[2] if "@" in sender else "<>"
-    for result in results:
-        if result.outcome is Outcome.ACCEPTED:
-            continue
-        level = logging.ERROR if result.reply_class is ReplyClass.AUTH else logging.WARNING
-        log.log(
-            level,
-            "SES %s %s -> %s: %d %s (%s)",
-            result.outcome.value,
-            sender,
-            result.recipient,
-            result.code,
-            result.text,
-            result.reply_class.value,
-        )

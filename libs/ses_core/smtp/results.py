@@ -17,6 +17,7 @@ Policy encoded here, on purpose:
 from __future__ import annotations
 
 import enum
+import logging
 
 import attrs
 
@@ -250,3 +251,30 @@ class PoolStats:
     failures: int
     in_use: int = 0
     ambiguous: int = 0
+
+
+def log_recipient_failures(
+    logger: logging.Logger, upstream: str, sender: str, results: tuple[RecipientResult, ...]
+) -> None:
+    """Log every recipient that was not accepted: ERROR for credential trouble, else WARNING.
+
+    Of the sender only its domain is logged (as the relay's transaction log does): the refused or
+    deferred recipient is what an operator needs, the sender's mailbox is just personal data.
+    Both SES senders (SMTP and API) log through this, so their lines read alike.
+    """
+    sender = "*@" + sender.rpartition("@")[2] if "@" in sender else "<>"
+    for result in results:
+        if result.outcome is Outcome.ACCEPTED:
+            continue
+        level = logging.ERROR if result.reply_class is ReplyClass.AUTH else logging.WARNING
+        logger.log(
+            level,
+            "%s %s %s -> %s: %d %s (%s)",
+            upstream,
+            result.outcome.value,
+            sender,
+            result.recipient,
+            result.code,
+            result.text,
+            result.reply_class.value,
+        )
