@@ -65,15 +65,16 @@ def workload(args: argparse.Namespace) -> tuple[list[str], list[list[str]], list
     return blacklisted, messages(args.messages), messages(args.messages)
 
 
-def load_dynamodb(client: Any, blacklisted: list[str]) -> None:
-    create_blacklist_table(client, TABLE)
+def load_dynamodb(client: Any, blacklisted: list[str], table: str = TABLE) -> None:
+    """Create `table` and write one manual entry per blacklisted address, 25 per batch."""
+    create_blacklist_table(client, table)
     now = datetime.now(UTC)
     for start in range(0, len(blacklisted), 25):
         requests = [
             {"PutRequest": {"Item": entry_to_item(BlacklistEntry.manual(a, now=now))}}
             for a in blacklisted[start : start + 25]
         ]
-        client.batch_write_item(RequestItems={TABLE: requests})
+        client.batch_write_item(RequestItems={table: requests})
 
 
 def run(store: Blacklist, messages: list[list[str]], seconds: float) -> tuple[int, int, float]:

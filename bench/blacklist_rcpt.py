@@ -28,21 +28,20 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
 import aiosmtplib
 
+from bench.blacklist_lookup import load_dynamodb
 from relay.config import RelayConfig
 from relay.wiring import Components
-from ses_core.blacklist import BlacklistEntry, CachedBlacklist
-from ses_core.blacklist.dynamodb import DynamoDBBlacklist, entry_to_item
+from ses_core.blacklist import CachedBlacklist
+from ses_core.blacklist.dynamodb import DynamoDBBlacklist
 from ses_core.testing.moto_dynamodb import (
     TEST_REGION,
     MotoServer,
-    create_blacklist_table,
     dynamodb_client,
 )
 from tests.support.relay_harness import ThreadedRelay
@@ -98,17 +97,6 @@ def environment(endpoint_url: str) -> Iterator[None]:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
-
-
-def load_table(client: Any, blacklisted: list[str]) -> None:
-    create_blacklist_table(client, TABLE)
-    now = datetime.now(UTC)
-    for start in range(0, len(blacklisted), 25):
-        requests = [
-            {"PutRequest": {"Item": entry_to_item(BlacklistEntry.manual(a, now=now))}}
-            for a in blacklisted[start : start + 25]
-        ]
-        client.batch_write_item(RequestItems={TABLE: requests})
 
 
 class Counter:
@@ -228,7 +216,7 @@ def main(argv: list[str] | None = None) -> None:
         f"limit {args.seconds:.1f} s or {args.limit} RCPTs per session per run"
     )
     with moto_process() as endpoint_url, environment(endpoint_url):
-        load_table(dynamodb_client(endpoint_url=endpoint_url), blacklisted)
+        load_dynamodb(dynamodb_client(endpoint_url=endpoint_url), blacklisted, TABLE)
         for count in connections:
             for mode in args.modes.split(","):
                 run(mode, count, args)

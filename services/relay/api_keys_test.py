@@ -11,6 +11,7 @@ from moto import mock_aws
 
 from relay.api_keys import main
 from relay.auth import DynamoDBApiKeys, api_key_digest
+from ses_core.testing.moto_dynamodb import create_api_key_table
 
 
 @pytest.fixture
@@ -21,12 +22,7 @@ def dynamodb(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
     with mock_aws():
         client = boto3.client("dynamodb")
-        client.create_table(
-            TableName="keys",
-            KeySchema=[{"AttributeName": "api_key", "KeyType": "HASH"}],
-            AttributeDefinitions=[{"AttributeName": "api_key", "AttributeType": "S"}],
-            BillingMode="PAY_PER_REQUEST",
-        )
+        create_api_key_table(client, "keys")
         yield client
 
 

@@ -22,6 +22,7 @@ from relay.auth import (
     verify_password,
 )
 from ses_core.testing.clock import VirtualClock
+from ses_core.testing.moto_dynamodb import create_api_key_table
 
 
 def test_hash_roundtrip_and_salt() -> None:
@@ -142,12 +143,7 @@ def api_key_table(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
     with mock_aws():
         client = boto3.client("dynamodb")
-        client.create_table(
-            TableName="keys",
-            KeySchema=[{"AttributeName": "api_key", "KeyType": "HASH"}],
-            AttributeDefinitions=[{"AttributeName": "api_key", "AttributeType": "S"}],
-            BillingMode="PAY_PER_REQUEST",
-        )
+        create_api_key_table(client, "keys")
         yield client
 
 

@@ -18,7 +18,7 @@ from relay.outbox import OutboxSender
 from relay.tls import server_context
 from relay.wiring import Components
 from ses_core.testing.certs import TestCertificates
-from ses_core.testing.moto_dynamodb import MotoServer
+from ses_core.testing.moto_dynamodb import MotoServer, create_api_key_table
 from tests.integration.relay_support import base_config, message, relay_client
 from tests.support.relay_harness import InProcessRelay
 
@@ -134,12 +134,7 @@ async def test_api_key_table_legacy_and_hashed_keys(
 ) -> None:
     """USE_APIKEY: an original clear-text key item and a new hashed key both authenticate."""
     client = moto.client()
-    client.create_table(
-        TableName="api-keys",
-        KeySchema=[{"AttributeName": "api_key", "KeyType": "HASH"}],
-        AttributeDefinitions=[{"AttributeName": "api_key", "AttributeType": "S"}],
-        BillingMode="PAY_PER_REQUEST",
-    )
+    create_api_key_table(client, "api-keys")
     client.put_item(TableName="api-keys", Item={"api_key": {"S": "legacy-key-123"}})
     client.put_item(
         TableName="api-keys", Item={"api_key": {"S": "disabled-key"}, "active": {"BOOL": False}}

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from relay.auth import DynamoDBApiKeys, api_key_digest, verify_password
-from ses_core.testing.moto_dynamodb import TEST_REGION, MotoServer
+from ses_core.testing.moto_dynamodb import TEST_REGION, MotoServer, create_api_key_table
 from ses_core.testing.ports import free_port, wait_until_accepting
 
 PEX_CANDIDATES = (Path("services.relay/relay.pex"), Path("dist/services.relay/relay.pex"))
@@ -148,12 +148,7 @@ def test_api_key_create_against_moto(
     with MotoServer() as server:
         server.reset()
         client = server.client()
-        client.create_table(
-            TableName="keys",
-            KeySchema=[{"AttributeName": "api_key", "KeyType": "HASH"}],
-            AttributeDefinitions=[{"AttributeName": "api_key", "AttributeType": "S"}],
-            BillingMode="PAY_PER_REQUEST",
-        )
+        create_api_key_table(client, "keys")
         result = run_pex(
             pex,
             tmp_path,

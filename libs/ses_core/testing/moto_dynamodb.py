@@ -34,6 +34,16 @@ def create_blacklist_table(client: Any, name: str = "blacklist") -> None:
     )
 
 
+def create_api_key_table(client: Any, name: str = "keys") -> None:
+    """Create the relay's API-key table (`api_key` S hash key), as `USE_APIKEY` reads it."""
+    client.create_table(
+        TableName=name,
+        KeySchema=[{"AttributeName": "api_key", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "api_key", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+
+
 def dynamodb_client(
     *, endpoint_url: str | None = None, region: str = TEST_REGION, timeout: float = 5.0
 ) -> Any:
