@@ -186,6 +186,7 @@ class RelaySession(SmtpAdapter):
 
     def disconnect(self) -> None:
         """Close the connection (its reply already sent)."""
+        self.write_held_replies()
         if self.transport is not None:
             self.transport.close()
 
