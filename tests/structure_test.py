@@ -30,6 +30,7 @@ FRONT_DOORS = (
     "ses_core.ratelimit",
     "ses_core.smtp",
     "ses_core.sesapi",
+    "ses_core.queue",
 )
 
 

@@ -1,9 +1,10 @@
-"""ses_core: the reusable heart of ses-relay, in four parts plus a small shared core.
+"""ses_core: the reusable heart of ses-relay, in four parts plus the queue and a small shared core.
 
 - `ses_core.feedback`: SES bounce/complaint notifications, their transports, the suppression policy;
 - `ses_core.blacklist`: the blacklist repository (ports, memory, cache, SQLite, DynamoDB);
 - `ses_core.ratelimit`: per-recipient rate limiting, local or shared through Redis, and SES quotas;
-- `ses_core.smtp`: the pooled SES SMTP client.
+- `ses_core.smtp`: the pooled SES SMTP client;
+- `ses_core.queue`: the durable spool (local SQLite or shared SQS + S3) and its delivery workers.
 
 This front door re-exports the light core (addresses, errors, feedback parsing and the blacklist
 values and ports); adapters with third-party clients are imported from their own modules, so a

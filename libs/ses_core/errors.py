@@ -66,3 +66,22 @@ class UpstreamUnavailable(SesCoreError, ConnectionError):
 
 class CertificateUnavailable(SesCoreError, ConnectionError):
     """An SNS signing certificate could not be fetched; retry later (not proof of forgery)."""
+
+
+class SpoolFull(SesCoreError, OSError):
+    """The spool cannot take a message now (free disk below its floor, message cap reached, or
+    the disk said ENOSPC): answer 452 and let the client retry; never a 250 without the bytes."""
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class SpoolUnavailable(SesCoreError, OSError):
+    """The spool's storage failed (an I/O error, a backend that does not answer); nothing was
+    stored, so the client gets a 4xx and keeps the message."""
+
+
+class SpoolCorrupt(SesCoreError, ValueError):
+    """A stored message or index cannot be read back as written (checksum or format); it is moved
+    aside and reported, never delivered half-read and never a crash."""

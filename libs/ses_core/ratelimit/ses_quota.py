@@ -131,8 +131,12 @@ class SendQuota:
         max_send_rate: recipients per second.
         max_24_hour_send: recipients per rolling 24 hours; negative means unlimited.
         sent_last_24_hours: recipients sent in the last 24 hours.
-        sending_enabled: False when SES has paused sending for the account.
+        sending_enabled: False when SES has paused sending for the account (`GetSendQuota`
+            does not say: True there).
         source: the API that answered ("GetAccount" or "GetSendQuota").
+        enforcement_status: `GetAccount`'s review status of the account (HEALTHY, PROBATION,
+            SHUTDOWN), None when not reported.
+        production_access_enabled: False in the SES sandbox, None when not reported.
     """
 
     max_send_rate: float
@@ -140,6 +144,8 @@ class SendQuota:
     sent_last_24_hours: float
     sending_enabled: bool = True
     source: str = "GetAccount"
+    enforcement_status: str | None = None
+    production_access_enabled: bool | None = None
 
     @classmethod
     def from_get_account(cls, response: Mapping[str, Any]) -> SendQuota:
@@ -151,6 +157,12 @@ class SendQuota:
             sent_last_24_hours=float(quota["SentLast24Hours"]),
             sending_enabled=bool(response.get("SendingEnabled", True)),
             source="GetAccount",
+            enforcement_status=response.get("EnforcementStatus") or None,
+            production_access_enabled=(
+                bool(response["ProductionAccessEnabled"])
+                if "ProductionAccessEnabled" in response
+                else None
+            ),
         )
 
     @classmethod
@@ -162,6 +174,20 @@ class SendQuota:
             sent_last_24_hours=float(response["SentLast24Hours"]),
             source="GetSendQuota",
         )
+
+    @property
+    def sending_state_known(self) -> bool:
+        """Whether `sending_enabled` was reported (by `GetAccount`) rather than assumed."""
+        return self.source == "GetAccount"
+
+    @property
+    def daily_used_ratio(self) -> float | None:
+        """SentLast24Hours / Max24HourSend; None when the quota is unlimited."""
+        if self.max_24_hour_send < 0:
+            return None
+        if self.max_24_hour_send == 0:
+            return 1.0
+        return self.sent_last_24_hours / self.max_24_hour_send
 
     def remaining(self, sent_since: float = 0.0) -> float:
         """Recipients left in the rolling 24 hours (infinite when the quota is unlimited)."""
@@ -298,6 +324,17 @@ class SendQuotaPoller:
                 "SES send rate is %.3g/s (was %.3g/s)", quota.max_send_rate, self._limiter.rate
             )
             self._limiter.set_rate(quota.max_send_rate)
+        if previous is not None and (previous.sending_enabled, previous.enforcement_status) != (
+            quota.sending_enabled,
+            quota.enforcement_status,
+        ):
+            log.warning(
+                "SES account state changed: sending enabled %s -> %s, enforcement status %s -> %s",
+                previous.sending_enabled,
+                quota.sending_enabled,
+                previous.enforcement_status,
+                quota.enforcement_status,
+            )
         if quota.exhausted() and (previous is None or not previous.exhausted()):
             log.warning(
                 "SES daily quota exhausted or sending disabled (sent %.0f of %.0f, enabled=%s)",
@@ -337,6 +374,11 @@ class QuotaGuardedLimiter:
     def __init__(self, inner: AdjustableRateLimiter, poller: SendQuotaPoller) -> None:
         self._inner = inner
         self._poller = poller
+
+    @property
+    def poller(self) -> SendQuotaPoller:
+        """The poller whose readings guard this limiter (the account state, for metrics)."""
+        return self._poller
 
     @property
     def rate(self) -> float:

@@ -385,3 +385,54 @@ async def test_guard_without_quota_reading_admits(clock: VirtualClock) -> None:
     limiter = limiter_for(clock)
     poller = poller_for(clock, limiter, ses_client=object())
     assert await QuotaGuardedLimiter(limiter, poller).acquire(1) == 0.0
+
+
+def test_get_account_keeps_the_account_state() -> None:
+    """GetAccount's EnforcementStatus and ProductionAccessEnabled are kept; v1 reports neither,
+    so its sending state counts as unknown."""
+    response = {**account(enabled=False), "EnforcementStatus": "SHUTDOWN"}
+    v2 = SendQuota.from_get_account(response)
+    assert (v2.enforcement_status, v2.production_access_enabled) == ("SHUTDOWN", True)
+    assert v2.sending_state_known and not v2.sending_enabled
+    bare = SendQuota.from_get_account({"SendQuota": account()["SendQuota"]})
+    assert (bare.enforcement_status, bare.production_access_enabled) == (None, None)
+    v1 = SendQuota.from_get_send_quota(
+        {"MaxSendRate": 1.0, "Max24HourSend": 200.0, "SentLast24Hours": 0.0}
+    )
+    assert not v1.sending_state_known and v1.enforcement_status is None
+
+
+@pytest.mark.parametrize(
+    ("quota", "ratio"),
+    [
+        (SendQuota(1, 200, 50), 0.25),
+        (SendQuota(1, 200, 300), 1.5),
+        (SendQuota(1, 0, 0), 1.0),
+        (SendQuota(1, -1, 10**6), None),
+    ],
+)
+def test_daily_used_ratio(quota: SendQuota, ratio: float | None) -> None:
+    """SentLast24Hours / Max24HourSend; None for an unlimited quota, 1 for a zero one."""
+    assert quota.daily_used_ratio == ratio
+
+
+async def test_account_state_changes_are_logged_and_reachable_from_the_guard(
+    clock: VirtualClock, sesv2: tuple[Any, Stubber], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A change of SendingEnabled or EnforcementStatus between readings is logged as a warning;
+    the guard exposes its poller, so the relay can show the account state."""
+    client, stubber = sesv2
+    stubber.add_response("get_account", {**account(), "EnforcementStatus": "HEALTHY"})
+    stubber.add_response("get_account", {**account(enabled=False), "EnforcementStatus": "SHUTDOWN"})
+    limiter = limiter_for(clock)
+    poller = poller_for(clock, limiter, sesv2_client=client)
+    await start(clock, poller)
+    assert QuotaGuardedLimiter(limiter, poller).poller is poller
+    assert "account state changed" not in caplog.text
+    assert await drive(clock, poller.refresh())
+    assert poller.quota is not None and poller.quota.enforcement_status == "SHUTDOWN"
+    assert (
+        "SES account state changed: sending enabled True -> False, "
+        "enforcement status HEALTHY -> SHUTDOWN"
+    ) in caplog.text
+    await poller.stop()

@@ -91,6 +91,9 @@ class SesV2Stub:
         self.requests: list[SentRequest] = []
         self.default = default or Answer()
         self.max_send_rate = max_send_rate
+        #: Fields that replace `GetAccount`'s defaults (`SendingEnabled`, `EnforcementStatus`,
+        #: `SendQuota`, ...): an account SES paused, for instance.
+        self.account: dict[str, Any] = {}
         self._script: collections.deque[Answer] = collections.deque()
         self._lock = threading.Lock()
         self._stopping = threading.Event()
@@ -152,7 +155,8 @@ class SesV2Stub:
 
     def _account(self) -> dict[str, Any]:
         quota = {"Max24HourSend": 50000.0, "MaxSendRate": self.max_send_rate, "SentLast24Hours": 0}
-        return {"SendQuota": quota, "SendingEnabled": True, "ProductionAccessEnabled": True}
+        default = {"SendQuota": quota, "SendingEnabled": True, "ProductionAccessEnabled": True}
+        return {**default, **self.account}
 
 
 def _handler(stub: SesV2Stub) -> type[http.server.BaseHTTPRequestHandler]:
