@@ -53,23 +53,13 @@ from typing import Any
 import aiosmtplib
 import psutil
 
+from bench._queue_load import payload
 from ses_core.testing.certs import TestCertificates
 from ses_core.testing.upstream import DEFAULT_CREDENTIALS, SmtpUpstream
 from tests.support.relay_harness import RelayProcess, upstream_environ
 
 USER, PASSWORD = DEFAULT_CREDENTIALS
-BODY = ("x" * 76 + "\r\n") * 24  # ~1.9 KB of body; with headers ~2 KB
 PHASE_TIMEOUT = 600.0
-
-
-def payload(tag: str, number: int) -> tuple[str, bytes]:
-    """(Message-ID, ~2 KB message)."""
-    message_id = f"<{tag}-{number}@bench.example.com>"
-    data = (
-        f"From: bench@example.com\r\nTo: r{number}@example.org\r\nSubject: bench {number}\r\n"
-        f"Message-ID: {message_id}\r\n\r\n{BODY}"
-    ).encode()
-    return message_id, data
 
 
 class Sink:

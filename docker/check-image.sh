@@ -10,7 +10,9 @@
 #     throw-away CA the relay trusts through RELAY_UPSTREAM_CA_FILE, a real redis-server, moto with
 #     compose's blacklist table holding one address): /readyz is 200, the blacklisted RCPT gets
 #     `550 5.1.1`, another recipient is relayed with 250, the log names the DynamoDB table;
-#  3. the operator tools in the image: `hash-password` and `check-config`.
+#  3. the operator tools in the image: `hash-password` and `check-config` (a RELAY_SPOOL_DIR the
+#     user sets wins over the image's);
+#  4. the spool directory of the image: owned by the relay user, mode 0700 (message bodies).
 # The stand-ins are the PEX `./pants package ::` builds (tests/support:image-standins), run with
 # the host's python3.11 (PATH or pyenv); STANDINS_PEX overrides its path.
 # Usage: docker/check-image.sh [image]   (default localhost/ses/relay:latest)
@@ -147,8 +149,8 @@ with smtplib.SMTP("127.0.0.1", smtp_port, timeout=30) as client:
     if code != 250:
         sys.exit(f"check-image: RCPT got {code} {text!r}")
     code, text = client.data(b"Subject: compose check\r\nMessage-ID: <compose@example.com>\r\n\r\nhi\r\n")
-    if code != 250:
-        sys.exit(f"check-image: DATA got {code} {text!r}, expected 250 from the upstream")
+    if code != 250:  # queue mode (compose's default): 250 once the message is in the spool
+        sys.exit(f"check-image: DATA got {code} {text!r}, expected 250")
 print(f"check-image: compose settings: /readyz ok, {blacklisted} refused with 550 5.1.1, "
       "another recipient relayed through STARTTLS+AUTH")
 PY
@@ -169,7 +171,7 @@ head -n1 "${work}/check-local.txt" | grep -q '^configuration ok: local mode, bla
   || fail "check-config (local mode) output" "${work}/check-local.txt"
 in_image "${compose_env[@]}" -- check-config >"${work}/check-compose.txt" 2>>"${work}/tools.log" \
   || fail "check-config (compose settings)" "${work}/tools.log"
-grep -q '^configuration ok: upstream 127.0.0.1, blacklist DynamoDB table ses-blacklist$' "${work}/check-compose.txt" \
+grep -q '^configuration ok: upstream 127.0.0.1, blacklist DynamoDB table ses-blacklist, delivery queue, spool /var/lib/ses-relay/spool ' "${work}/check-compose.txt" \
   && grep -qx 'AWS_SMTP_PASSWORD=\*\*\*\*' "${work}/check-compose.txt" \
   && ! grep -q 'test-smtp-password' "${work}/check-compose.txt" \
   || fail "check-config (compose settings) output" "${work}/check-compose.txt"
@@ -179,6 +181,23 @@ in_image USE_BLACKLIST=true DYNAMODB_TABLE=ses-blacklist RELAY_BLACKLIST_SQLITE=
 [[ ${status} -eq 2 && $(wc -l <"${work}/check-both.txt") -eq 1 ]] \
   && grep -q 'RELAY_BLACKLIST_SQLITE.*DYNAMODB_TABLE' "${work}/check-both.txt" \
   || fail "check-config with two blacklist stores: exit ${status}" "${work}/check-both.txt"
+in_image RELAY_ALLOWED_NETWORKS=10.0.0.0/8 RELAY_SPOOL_DIR=/tmp/user-spool -- check-config \
+  >"${work}/check-spool.txt" 2>>"${work}/tools.log" || fail "check-config (user's spool)" "${work}/tools.log"
+grep -qx 'RELAY_SPOOL_DIR=/tmp/user-spool' "${work}/check-spool.txt" \
+  || fail "the image's RELAY_SPOOL_DIR overrode the user's" "${work}/check-spool.txt"
+grep -qx 'RELAY_SPOOL_DIR=/var/lib/ses-relay/spool' "${work}/check-local.txt" \
+  || fail "the image's ENV does not set RELAY_SPOOL_DIR=/var/lib/ses-relay/spool" "${work}/check-local.txt"
 echo "check-image: tools: hash-password and check-config work in the image (secrets masked)"
+
+# --- 4. the spool directory ----------------------------------------------------------------------
+relay_uid="$(awk -F: -v u="${user}" '$1 == u {print $3}' "${mnt}/etc/passwd")"
+[[ -n "${relay_uid}" ]] || fail "no ${user} in the image's /etc/passwd"
+read -r spool_uid spool_mode < <(stat -c '%u %a' "${mnt}/var/lib/ses-relay/spool") \
+  || fail "the image has no /var/lib/ses-relay/spool"
+[[ "${spool_uid}" == "${relay_uid}" && "${spool_mode}" == "700" ]] \
+  || fail "/var/lib/ses-relay/spool is uid ${spool_uid} mode ${spool_mode}, expected ${relay_uid} 700"
+podman "${store[@]}" image inspect --format '{{range $k, $v := .Config.Volumes}}{{println $k}}{{end}}' "${image}" \
+  | grep -qx '/var/lib/ses-relay/spool' || fail "the image does not declare VOLUME /var/lib/ses-relay/spool"
+echo "check-image: spool: /var/lib/ses-relay/spool owned by ${user}, mode 0700, a volume"
 stop_all
 echo "check-image: all checks passed"

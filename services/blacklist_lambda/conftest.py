@@ -1,16 +1,19 @@
 """Shared fixtures of the Lambda's tests: moto with the blacklist table and a verified alert sender.
 
 The handler and processor tests both run the real DynamoDB adapter and SES client against moto;
-their constants live here so both files agree on the table, region and sender.
+their constants live here so both files agree on the table, region and sender. The template
+tests (template*_test.py) share the decoded template.yaml, `template`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import boto3
 import pytest
+from cfnlint.decode import decode
 from moto import mock_aws
 
 from ses_core.testing import feedback_docs as fx
@@ -51,6 +54,15 @@ def aws(aws_env: None) -> Iterator[dict[str, Any]]:
         ses = boto3.client("ses", region_name=REGION)
         ses.verify_email_identity(EmailAddress=SENDER)
         yield {"dynamodb": dynamodb, "ses": ses}
+
+
+@pytest.fixture(scope="module")
+def template() -> dict[str, Any]:
+    """template.yaml as cfn-lint decodes it (short-form tags become Fn:: mappings)."""
+    decoded, matches = decode(str(Path(__file__).with_name("template.yaml")))
+    assert not matches, [str(match) for match in matches]
+    assert decoded is not None
+    return dict(decoded)
 
 
 def soft_bounce(feedback_id: str, recipient: str = "ooto@example.com") -> dict[str, Any]:

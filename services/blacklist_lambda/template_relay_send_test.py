@@ -2,23 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
-import pytest
-from cfnlint.decode import decode
-
-TEMPLATE = Path(__file__).with_name("template.yaml")
 SES_ARN = "arn:${AWS::Partition}:ses:${Region}:${AWS::AccountId}"
 SES_REGION = {"Fn::If": ["SesRegionIsStackRegion", {"Ref": "AWS::Region"}, {"Ref": "SesRegion"}]}
-
-
-@pytest.fixture(scope="module")
-def template() -> dict[str, Any]:
-    decoded, matches = decode(str(TEMPLATE))
-    assert not matches, [str(match) for match in matches]
-    assert decoded is not None
-    return dict(decoded)
 
 
 def test_relay_send_policy_exists_only_with_an_identity(template: dict[str, Any]) -> None:

@@ -16,9 +16,12 @@ from typing import TextIO
 from urllib.parse import urlsplit, urlunsplit
 
 from relay import variables as v
+from relay import variables_queue as q
 from relay.access import refuse_open_relay
 from relay.config import ConfigError, RelayConfig
+from relay.queue_settings import SqsSettings, describe_size
 from relay.sns_http import sns_server_context
+from relay.spool_check import check_spool
 from relay.tls import server_context
 
 MASK = "****"
@@ -56,6 +59,15 @@ def _seconds(value: float) -> str:
 
 def _off(value: object) -> object:
     return "(none)" if value is None or value == () or value == "" else value
+
+
+def _sqs(config: RelayConfig) -> SqsSettings:
+    """The shared spool's settings; with another spool, their defaults (no queue, no bucket)."""
+    return config.queue.sqs or SqsSettings(queue_url="", bucket="")
+
+
+def _no_spool_dir(config: RelayConfig) -> str:
+    return "(unused: SQS spool)" if config.queue.sqs else "(in memory)"
 
 
 #: How each variable's effective value is read back from the configuration.
@@ -105,6 +117,18 @@ _SHOWN: dict[str, Show] = {
     v.RELAY_MAX_CONNECTION_AGE.name: lambda c: f"{c.max_connection_age:g}",
     v.RELAY_UPSTREAM_TIMEOUT.name: lambda c: f"{c.upstream_timeout:g}",
     v.RELAY_UPSTREAM_CA_FILE.name: lambda c: c.upstream_ca_file or "(system CAs)",
+    q.RELAY_DELIVERY.name: lambda c: c.queue.delivery,
+    q.RELAY_SPOOL.name: lambda c: c.queue.spool,
+    q.RELAY_SPOOL_DIR.name: lambda c: c.queue.spool_dir or _no_spool_dir(c),
+    q.RELAY_SPOOL_MIN_FREE.name: lambda c: describe_size(c.queue.min_free_bytes),
+    q.RELAY_SQS_QUEUE_URL.name: lambda c: _off(_sqs(c).queue_url),
+    q.RELAY_S3_BUCKET.name: lambda c: _off(_sqs(c).bucket),
+    q.RELAY_S3_PREFIX.name: lambda c: _sqs(c).prefix,
+    q.RELAY_SQS_VISIBILITY_TIMEOUT.name: lambda c: _sqs(c).visibility_timeout,
+    q.RELAY_QUEUE_MAX_MESSAGES.name: lambda c: c.queue.max_messages,
+    q.RELAY_QUEUE_LIFETIME.name: lambda c: f"{c.queue.lifetime:g}",
+    q.RELAY_QUEUE_WORKERS.name: lambda c: c.queue.workers,
+    q.RELAY_QUEUE_ATTEMPT_TIMEOUT.name: lambda c: f"{c.queue.attempt_timeout:g}",
     v.RELAY_MAX_MESSAGE_SIZE.name: lambda c: c.max_message_size,
     v.RELAY_MAX_RECIPIENTS.name: lambda c: c.max_recipients,
     v.RELAY_SESSION_TIMEOUT.name: lambda c: f"{c.session_timeout:g}",
@@ -154,13 +178,19 @@ def check_config(environ: Mapping[str, str], out: TextIO = sys.stdout) -> int:
     """Validate `environ`; print the summary and the settings (0) or the error line (2)."""
     try:
         config = validate(environ)
+        spool, spool_warnings = check_spool(config.queue)
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
     mode = "local mode" if config.local_mode else f"upstream {config.upstream_host}"
     for unknown in config.unknown_variables:  # a typo is valid, but the relay ignores it
         print(f"warning: {unknown.message}", file=sys.stderr)
-    lines = [f"configuration ok: {mode}, blacklist {describe_blacklist(config)}"]
+    for warning in spool_warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    lines = [
+        f"configuration ok: {mode}, blacklist {describe_blacklist(config)},"
+        f" delivery {config.queue.delivery}, {spool}"
+    ]
     lines += [f"{name}={value}" for name, value in effective_settings(config)]
     # One write: a reader that stops early (`| head`) then costs no broken-pipe traceback.
     out.write("\n".join(lines) + "\n")

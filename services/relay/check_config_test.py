@@ -27,7 +27,10 @@ def test_local_defaults_are_ok_and_every_variable_is_shown() -> None:
     status, text = run({})
     assert status == 0
     first, *lines = text.splitlines()
-    assert first == "configuration ok: local mode, blacklist SQLite file blacklist.sqlite3"
+    assert first.startswith(
+        "configuration ok: local mode, blacklist SQLite file blacklist.sqlite3, delivery queue,"
+        " spool spool ("
+    )
     assert [line.split("=", 1)[0] for line in lines] == [v.name for v in VARIABLES]
     assert "SMTP_HOST=127.0.0.1" in lines and "RELAY_GRACE_PERIOD=90" in lines
 
@@ -57,7 +60,7 @@ def test_secrets_are_masked(tmp_path: Path) -> None:
     assert status == 0, text
     assert SECRET not in text and hashed not in text and hashed.split("$")[-1] not in text
     lines = text.splitlines()
-    assert lines[0].endswith("blacklist DynamoDB table ses-blacklist")
+    assert "blacklist DynamoDB table ses-blacklist," in lines[0]
     assert "AWS_SMTP_PASSWORD=****" in lines
     assert "REDIS_URL=redis://default:****@redis:6379/0" in lines
     assert "RELAY_AUTH_USERS=app:****" in lines

@@ -4,6 +4,7 @@
     relay hash-password [USER]     print a `user:hash` entry for RELAY_AUTH_USERS
     relay api-key create TABLE     create an API key in the DynamoDB API-key table
     relay check-config             validate the environment, print the settings (secrets masked)
+    relay queue ACTION             list/show/retry/delete/requeue/redrive/stats the spool
 
 The tools live in the PEX and the image with the server, so what the README tells an operator to
 run is what ships. This module only parses; `relay.main` runs the server, the tools' own modules
@@ -56,6 +57,15 @@ def build_parser() -> argparse.ArgumentParser:
         description="Exit 0 and print every setting as the relay would use it (passwords, "
         "hashes and URL passwords masked), or exit 2 with the configuration error line.",
     )
+    queue = commands.add_parser(
+        "queue",
+        help="inspect and act on the spool (list, show, retry, delete, requeue, redrive, stats)",
+        description="The queue of a queueing relay, like postqueue/postsuper: RELAY_SPOOL_DIR "
+        "(or --spool-dir) names the local spool; safe while the relay runs.",
+    )
+    from relay.queue_cli import add_arguments as add_queue_arguments
+
+    add_queue_arguments(queue)
     return parser
 
 
@@ -83,4 +93,8 @@ def run_tool(args: argparse.Namespace) -> int:
         from relay.check_config import check_config
 
         return check_config(os.environ)
+    if args.command == "queue":
+        from relay.queue_cli import run as run_queue
+
+        return run_queue(args, os.environ)
     raise ValueError(f"not a tool: {args.command!r}")

@@ -86,4 +86,10 @@ def test_every_tool_command_is_dispatched() -> None:
     parser = cli.build_parser()
     commands = next(a for a in parser._actions if a.dest == "command")
     assert commands.choices is not None
-    assert set(commands.choices) == {"serve", "hash-password", "api-key", "check-config"}
+    assert set(commands.choices) == {
+        "serve",
+        "hash-password",
+        "api-key",
+        "check-config",
+        "queue",
+    }

@@ -19,6 +19,7 @@ import attrs
 
 from relay import variables as v
 from relay._env import ConfigError, EnvReader, IPNetwork
+from relay.queue_settings import QueueSettings, read_queue_settings
 from relay.sns_settings import SnsSettings, read_sns_settings
 from relay.variables import ENVIRONMENT_VARIABLES
 from ses_core.addresses import EmailAddress
@@ -99,6 +100,8 @@ class RelayConfig:
         metrics_port: `None` = endpoint off; `0` = an ephemeral port (tests).
         unknown_variables: `RELAY_*` names set but not read (warned at start).
         sns: the optional SNS HTTPS endpoint (`relay.sns_settings`), None when off.
+        queue: delivery mode and spool (`relay.queue_settings`; in code: queue mode, spool in
+            memory).
     """
 
     listen_host: str = v.SMTP_HOST.default
@@ -162,6 +165,7 @@ class RelayConfig:
     log_json: bool = v.RELAY_LOG_FORMAT.default == "json"
     unknown_variables: tuple[UnknownVariable, ...] = ()
     sns: SnsSettings | None = None
+    queue: QueueSettings = attrs.field(factory=QueueSettings)
 
     @property
     def local_mode(self) -> bool:
@@ -281,6 +285,7 @@ class RelayConfig:
             log_json=log_format == "json",
             unknown_variables=tuple(unknown_variables(environ)),
             sns=read_sns_settings(environ),
+            queue=read_queue_settings(environ),
         )
 
 

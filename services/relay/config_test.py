@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from relay import variables
+from relay import variables, variables_queue
 from relay.auth import hash_password
 from relay.config import ENVIRONMENT_VARIABLES, ConfigError, RelayConfig, unknown_variables
+from relay.queue_settings import QueueSettings
 from relay.variables import VARIABLES, Variable
 
 AWS = {"AWS_SMTP_HOST": "email-smtp.eu-west-1.amazonaws.com"}
@@ -198,22 +199,40 @@ def test_table_lists_every_variable_read(tmp_path: Path) -> None:
     """The README table names every variable from_environ reads, each once, and all are read."""
     names = [row[0] for row in ENVIRONMENT_VARIABLES]
     assert len(names) == len(set(names))
-    defined = [value for value in vars(variables).values() if isinstance(value, Variable)]
+    defined = [
+        value
+        for module in (variables, variables_queue)
+        for value in vars(module).values()
+        if isinstance(value, Variable)
+    ]
     assert set(defined) == set(VARIABLES)
     environ = RecordingEnviron({**tls_files(tmp_path), **AWS, "SES_RATE_LIMIT": "1"})
     RelayConfig.from_environ(environ)
-    assert environ.asked == set(names)
+    # The shared spool's variables are read with RELAY_SPOOL=sqs (and RELAY_SPOOL_DIR is not).
+    shared = RecordingEnviron(
+        {
+            **AWS,
+            "SES_RATE_LIMIT": "1",
+            "RELAY_SPOOL": "sqs",
+            "RELAY_SQS_QUEUE_URL": "https://sqs.eu-west-1.amazonaws.com/1/q",
+            "RELAY_S3_BUCKET": "b",
+            "REDIS_URL": "redis://r",
+        }
+    )
+    RelayConfig.from_environ(shared)
+    assert environ.asked | shared.asked == set(names)
     assert all(len(row) == 4 and all(row) for row in ENVIRONMENT_VARIABLES)
 
 
 def test_defaults_are_those_of_the_variables() -> None:
-    """Unset variables give the defaults of a RelayConfig built in code, apart from the two that
-    RelayConfig documents (the ops endpoint, the greeting's host name)."""
+    """Unset variables give the defaults of a RelayConfig built in code, apart from those that
+    RelayConfig documents (the ops endpoint, the greeting's host name, the spool in memory)."""
     from_environment = RelayConfig.from_environ({**AWS, "SES_RATE_LIMIT": "10"})
     in_code = RelayConfig(
         upstream_host=AWS["AWS_SMTP_HOST"],
         metrics_port=variables.RELAY_METRICS_PORT.default,
         server_fqdn=from_environment.server_fqdn,
+        queue=QueueSettings(spool_dir=variables_queue.RELAY_SPOOL_DIR.default),
     )
     assert from_environment == in_code
 
@@ -240,14 +259,14 @@ def test_unknown_relay_variable_is_named_with_the_closest_known_name() -> None:
     environ = {
         "RELAY_POOL_SZE": "8",
         "RELAY_POOL_SIZE": "4",
-        "RELAY_ZZZ": "1",
+        "RELAY_ZZZZZZZZZZZZ": "1",
         "REDIS_URLS": "redis://x",
         "PATH": "/bin",
     }
     unknown = unknown_variables(environ)
     assert [(item.name, item.closest) for item in unknown] == [
         ("RELAY_POOL_SZE", "RELAY_POOL_SIZE"),
-        ("RELAY_ZZZ", None),
+        ("RELAY_ZZZZZZZZZZZZ", None),
     ]
     assert "RELAY_POOL_SZE" in unknown[0].message and "RELAY_POOL_SIZE" in unknown[0].message
     config = RelayConfig.from_environ(environ)

@@ -13,6 +13,11 @@ What the client is told, and why:
   blacklist that cannot answer gives `451 4.3.0`: never an accept. Beyond `max_recipients` the
   answer is `452 4.5.3` (the client retries the rest in a second message); batches above SES's
   50-recipient limit are split by the SMTP client.
+- Queue mode (RELAY_DELIVERY=queue, `relay.handler_queue`): `452 4.3.1` at MAIL and RCPT while
+  the spool cannot take a message (`451 4.3.0` while it is unavailable); DATA answers `250 2.0.0 Ok:
+  queued as <id>` once the message
+  is durable in the spool (`452 4.3.1` / `451 4.3.0` when it could not be stored), and SES's
+  verdicts reach the sender as DSNs. What follows describes direct mode.
 - DATA: the message goes to the `MessageSender` with a deadline of now + `RELAY_MAX_WAIT` (the
   sender waits for rate tokens, counted per recipient, and retries transient upstream failures
   within it, resending to deferred recipients alone once others were accepted). The one result it
@@ -27,8 +32,9 @@ What the client is told, and why:
   * every recipient refused permanently by the upstream: the upstream's own `5xx` and text;
   * partial acceptance: `250`. SMTP has one reply per DATA, and a 4xx after some recipients were
     accepted upstream would make the client resend to all of them (duplicates). Recipients still
-    deferred after the sender's own retries are logged at ERROR level with the transaction id
-    and counted in `relay_recipients{outcome="undelivered"}` so that an operator can resend;
+    deferred after the sender's own retries are put into the spool for the delivery workers
+    (`relay.handler_queue`); only when that fails are they logged at ERROR level with the
+    transaction id and counted in `relay_recipients{outcome="undelivered"}`;
     permanently refused recipients alongside accepted ones are likewise logged (`refused`), as
     a bounce would report them.
   * the ambiguous case (connection lost after the final '.'; the upstream may have the message)
@@ -59,11 +65,15 @@ import attrs
 from aiosmtpd.smtp import Envelope, Session
 
 from relay.access import AccessPolicy
+from relay.handler_queue import admission_reply, put_message, queued_envelope, spool_deferred
 from relay.metrics import RelayMetrics
+from relay.rcpt_lookup import blacklisted
 from relay.replies import NULL_SENDER_REFUSED, deferred_reply, permanent_reply, short
+from relay.wiring_queue import Delivery
 from ses_core.addresses import EmailAddress
-from ses_core.blacklist import AsyncLookup, BlacklistEntry, BlacklistReader, InstantLookup
-from ses_core.errors import BlacklistUnavailable, InvalidAddress, LookupWouldBlock
+from ses_core.blacklist import AsyncLookup, BlacklistReader, InstantLookup
+from ses_core.errors import BlacklistUnavailable, InvalidAddress
+from ses_core.queue import NewMessage
 from ses_core.smtp import MessageSender, OutboundMessage, ReplyClass, SendResult
 
 log = logging.getLogger(__name__)
@@ -106,6 +116,7 @@ class RelayHandler:
         null_sender: str | None = None,
         on_daily_quota: Callable[[], None] | None = None,
         lookup_executor: Executor | None = None,
+        delivery: Delivery | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.sender = sender
@@ -123,6 +134,9 @@ class RelayHandler:
         self._on_daily_quota = on_daily_quota
         # Blacklist lookups that block run here (None: the loop's default executor).
         self._lookup_executor = lookup_executor
+        # The spool and its workers (None: direct delivery with deferred recipients only logged).
+        self.delivery = delivery
+        self._queue_mode = delivery is not None and delivery.queue_mode
         self._clock = clock
         self._ids = itertools.count(1)
         self._id_prefix = os.urandom(3).hex()
@@ -148,6 +162,8 @@ class RelayHandler:
         mail_options: list[str],
     ) -> str:
         """Check the sender's syntax and domain; start the transaction clock."""
+        if (refusal := self._spool_refusal()) is not None:
+            return refusal
         domain = None
         if address in ("<>", ""):
             if self.null_sender is None:
@@ -179,6 +195,8 @@ class RelayHandler:
         """Check syntax, count and blacklist; append accepted addresses to `rcpt_tos`."""
         if len(envelope.rcpt_tos) >= self.max_recipients:
             return "452 4.5.3 Too many recipients"
+        if (refusal := self._spool_refusal()) is not None:
+            return refusal
         try:
             parsed = EmailAddress.parse(address)
         except InvalidAddress as exc:
@@ -188,7 +206,7 @@ class RelayHandler:
             return "553 5.6.7 Non-ASCII address requires MAIL FROM with SMTPUTF8"
         if self.blacklist is not None:
             try:
-                entry = await _blacklisted(
+                entry = await blacklisted(
                     self.blacklist, self._instant, self._batched, self._lookup_executor, address
                 )
             except BlacklistUnavailable as exc:
@@ -232,6 +250,8 @@ class RelayHandler:
         if not recipients:
             # Every recipient was a blacklisted address dropped silently (drop mode).
             return self._finish(record, "250 2.0.0 OK", "dropped", None)
+        if self._queue_mode:
+            return await self._enqueue(record, envelope, recipients)
         sender = envelope.mail_from or ""
         if sender in ("<>", "") and self.null_sender is not None:
             sender = self.null_sender  # the message itself is unchanged
@@ -246,7 +266,40 @@ class RelayHandler:
         # defers, and `deferred_reply` names the class.
         result = await self.sender.send(message, deadline=started + self.max_wait)
         self.metrics.upstream_latency.observe(self._clock() - started)
+        if result.accepted and result.deferred and self.delivery is not None:
+            record.queue_id = await spool_deferred(
+                self.delivery, self.metrics, envelope, result.deferred, transaction_id=record.id
+            )
         return self._answer(record, result)
+
+    def _spool_refusal(self) -> str | None:
+        """Queue mode, and the spool cannot take a message now: the 4xx for MAIL/RCPT (counted
+        per refused command), else None."""
+        if not self._queue_mode or self.delivery is None:
+            return None
+        reason = self.delivery.admission()
+        if reason is None:
+            return None
+        self.metrics.queue.spool_refusals.labels(reason).inc()
+        return admission_reply(reason)
+
+    async def _enqueue(
+        self, record: _Record, envelope: Envelope, recipients: tuple[str, ...]
+    ) -> str:
+        """Queue mode's DATA: 250 only once `put` returned (`relay.handler_queue`)."""
+        assert self.delivery is not None
+        message = NewMessage(
+            queued_envelope(
+                envelope, recipients, transaction_id=record.id, received_at=time.time()
+            ),
+            envelope.original_content or b"",
+        )
+        queue_id, reply, reason = await put_message(self.delivery, self.metrics, message)
+        if queue_id is None:
+            return self._finish(record, reply, "deferred", reason)
+        record.queue_id = queue_id
+        self.metrics.recipients.labels("queued").inc(len(recipients))
+        return self._finish(record, f"250 2.0.0 Ok: queued as {queue_id}", "queued", None)
 
     def _answer(self, record: _Record, result: SendResult) -> str:
         record.limiter_wait = result.limiter_wait
@@ -270,7 +323,7 @@ class RelayHandler:
         if not deferred and not refused:
             return self._finish(record, f"250 {short(accepted[0].text) or 'OK'}", "accepted", None)
         if accepted:
-            if deferred:
+            if deferred and record.queue_id is None:
                 self.metrics.recipients.labels("undelivered").inc(len(deferred))
                 log.error(
                     "transaction %s: %d recipient(s) still deferred after partial acceptance: %s",
@@ -308,6 +361,7 @@ class RelayHandler:
                 "attempts": record.attempts,
                 "size": record.size,
                 "latency": round(latency, 4),
+                "queue_id": record.queue_id,
             }
             # Formatted and written right after the reply is sent (the next loop iteration), not
             # before, so that the client gets its answer sooner.
@@ -341,33 +395,4 @@ class _Record:
     attempts: int = 0
     upstream_code: int | None = None
     upstream_reply: str | None = None
-
-
-async def _blacklisted(
-    blacklist: BlacklistReader,
-    instant: InstantLookup | None,
-    batched: AsyncLookup | None,
-    executor: Executor | None,
-    address: str,
-) -> BlacklistEntry | None:
-    """The blacklist entry for `address`: answered on the loop when that costs no waiting (a
-    cached answer, or a SQLite read: `InstantLookup`), by a store call shared with other
-    sessions' lookups (`AsyncLookup`: the cache's misses batched for DynamoDB), else by the store
-    in a thread. The address is passed as written, not only its key: the DynamoDB adapter also
-    matches case-sensitive legacy items with it."""
-    if batched is not None:
-        try:
-            found = await batched.lookup_async([address])
-        except LookupWouldBlock:
-            pass
-        else:
-            return next(iter(found.values()), None)
-    elif instant is not None:
-        try:
-            found = instant.lookup_now([address])
-        except LookupWouldBlock:
-            pass
-        else:
-            return next(iter(found.values()), None)
-    loop = asyncio.get_running_loop()
-    return await loop.run_in_executor(executor, blacklist.get, address)
+    queue_id: str | None = None

@@ -39,7 +39,9 @@ def run_relay() -> int:
         return 2
     setup_logging(config.log_level, json_lines=config.log_json)
     try:
-        _run(serve(config))
+        # Queue mode delivers in a child process (`relay.delivery_process`), as Postfix keeps
+        # smtpd apart from delivery: accepting keeps this process's event loop to itself.
+        _run(serve(config, delivery_process=True))
     except ConfigError as exc:
         log.error("configuration error: %s", exc)
         print(f"configuration error: {exc}", file=sys.stderr)

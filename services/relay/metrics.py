@@ -14,6 +14,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from relay.metrics_queue import QueueMetrics
 from ses_core.version import VERSION
 
 _WAIT_BUCKETS = (0.0, 0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
@@ -50,7 +51,7 @@ class RelayMetrics:
         self.recipients = Counter(
             "relay_recipients",
             "Recipients by outcome (accepted, refused, deferred, blacklisted, "
-            "dropped, invalid, denied)",
+            "dropped, invalid, denied, queued, undelivered)",
             ["outcome"],
             registry=r,
         )
@@ -86,6 +87,7 @@ class RelayMetrics:
             "Sessions closed for too many commands without a message (RELAY_JUNK_COMMAND_LIMIT)",
             registry=r,
         )
+        self.queue = QueueMetrics(r)
 
     def watch_pool(self, stats: Callable[[], Any]) -> None:
         """Export the sender pool's `stats` (size, idle, opened, recycled, failures)."""

@@ -4,7 +4,10 @@ Three GET routes do not justify a web framework; `asyncio.start_server` serves t
 event loop. Each response closes the connection. `/readyz` runs the relay's readiness probes
 (upstream NOOP on the probe's own session, outside the send pool so that it never queues behind
 sends waiting for rate tokens; Redis; DynamoDB) with a timeout and answers 503 with the failing
-probe's name and error class, never with a traceback.
+probe's name and error class, never with a traceback. A probe named in `advisory` is reported
+in the body but does not make the relay unready: in queue mode the upstream (the queue absorbs an
+SES outage, so a queueing relay is ready while its spool can accept). A probe may raise `NotReady`
+with a short reason that is safe to show (the spool's "disk_full").
 """
 
 from __future__ import annotations
@@ -19,6 +22,11 @@ log = logging.getLogger(__name__)
 
 #: A readiness probe: returns when ready, raises otherwise.
 Probe = Callable[[], Awaitable[None]]
+
+
+class NotReady(Exception):
+    """Raised by a probe with a short reason `/readyz` shows (no secret, no traceback)."""
+
 
 _MAX_REQUEST_BYTES = 8192
 _REASONS = {
@@ -41,12 +49,18 @@ class OpsHttpServer:
         host: str = "127.0.0.1",
         port: int = 9125,
         probe_timeout: float = 5.0,
+        advisory: frozenset[str] = frozenset(),
+        exposition: Callable[[], Awaitable[bytes]] | None = None,
     ) -> None:
         self._registry = registry
         self._probes = probes
         self._host = host
         self._port = port
         self._timeout = probe_timeout
+        self._advisory = advisory
+        # Replaces the registry's own exposition (a queueing relay merges its delivery
+        # process's families in: `relay.delivery_process`).
+        self._exposition = exposition
         self._server: asyncio.Server | None = None
 
     @property
@@ -69,8 +83,10 @@ class OpsHttpServer:
             self._server = None
 
     async def readiness(self) -> tuple[bool, str]:
-        """Run every probe; return (ready, text)."""
+        """Run every probe; return (ready, text). Advisory probes' failures are listed after
+        `ready` without changing it."""
         failures = []
+        notes = []
         for name, probe in self._probes.items():
             try:
                 # asyncio.timeout, not wait_for: on Python 3.11 wait_for drops a cancellation
@@ -83,9 +99,17 @@ class OpsHttpServer:
                 log.warning(
                     "readiness check %s failed: %s", name, type(exc).__name__, exc_info=True
                 )
-                failures.append(f"{name}: {type(exc).__name__}")
+                detail = type(exc).__name__
+                if isinstance(exc, NotReady) and str(exc):
+                    detail = f"{detail} ({exc})"
+                if name in self._advisory:
+                    notes.append(f"{name}: {detail} (not required)")
+                else:
+                    failures.append(f"{name}: {detail}")
         if failures:
-            return False, "not ready: " + "; ".join(failures) + "\n"
+            return False, "not ready: " + "; ".join(failures + notes) + "\n"
+        if notes:
+            return True, "ready; " + "; ".join(notes) + "\n"
         return True, "ready\n"
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -125,6 +149,8 @@ class OpsHttpServer:
         if method not in {"GET", "HEAD"}:
             return 405, "text/plain", b"method not allowed\n"
         if target == "/metrics":
+            if self._exposition is not None:
+                return 200, CONTENT_TYPE_LATEST, await self._exposition()
             return 200, CONTENT_TYPE_LATEST, generate_latest(self._registry)
         if target == "/healthz":
             return 200, "text/plain", b"ok\n"

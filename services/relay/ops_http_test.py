@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable
 
 from prometheus_client import CollectorRegistry, Counter
 
-from relay.ops_http import OpsHttpServer
+from relay.ops_http import NotReady, OpsHttpServer
 
 
 async def fetch(port: int, request: bytes) -> str:
@@ -65,3 +65,33 @@ async def test_readiness_reports_failing_probes_without_details() -> None:
     assert response.startswith("HTTP/1.1 503")
     assert "redis: ConnectionError" in response and "upstream: TimeoutError" in response
     assert "secret-host" not in response and "dynamodb" not in response
+
+
+async def test_advisory_probe_is_reported_but_keeps_the_relay_ready() -> None:
+    """Queue mode: the upstream down is shown in the body, the answer stays 200; a required
+    probe (the spool) that fails makes it 503 with its safe reason."""
+
+    async def upstream_down() -> None:
+        raise ConnectionRefusedError("secret detail")
+
+    async def spool_full() -> None:
+        raise NotReady("disk_full")
+
+    server = OpsHttpServer(
+        CollectorRegistry(), {"upstream": upstream_down}, advisory=frozenset({"upstream"})
+    )
+    assert await server.readiness() == (
+        True,
+        "ready; upstream: ConnectionRefusedError (not required)\n",
+    )
+    both = OpsHttpServer(
+        CollectorRegistry(),
+        {"upstream": upstream_down, "spool": spool_full},
+        advisory=frozenset({"upstream"}),
+    )
+    ready, text = await both.readiness()
+    assert not ready
+    assert text == (
+        "not ready: spool: NotReady (disk_full); upstream: ConnectionRefusedError (not required)\n"
+    )
+    assert "secret detail" not in text

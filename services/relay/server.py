@@ -8,8 +8,10 @@ which tests use), and then shuts down in order:
 2. answer any new command on an open session with `421 4.3.2` and close it, while transactions
    already in flight (MAIL given, or DATA being relayed) may finish, for up to
    `RELAY_GRACE_PERIOD` seconds;
-3. close what is left (idle sessions get an unsolicited 421, RFC 5321 section 3.8), then the
-   components (sender pool, limiter, blacklist, ...) and the HTTP endpoint.
+3. close what is left (idle sessions get an unsolicited 421, RFC 5321 section 3.8);
+4. stop the queue's delivery workers with what is left of the grace period: deliveries in flight
+   finish, every other message stays in the spool for the next start;
+5. close the components (spool, sender pool, limiter, blacklist, ...) and the HTTP endpoint.
 
 Each connection gets a `relay.session.RelaySession`; the objects it and the listener run with
 come from `relay.wiring`.
@@ -93,6 +95,8 @@ class RelayServer:
                 {"accepting": self._probe_accepting, **self.components.probes},
                 host=self.config.metrics_host,
                 port=self.config.metrics_port,
+                advisory=self.components.advisory_probes,
+                exposition=delivery.exposition if (delivery := self.components.delivery) else None,
             )
             await self._http.start()
         if self.components.sns_endpoint is not None:
@@ -144,6 +148,9 @@ class RelayServer:
             log.warning("grace period over: closing %d session(s) mid-transaction", len(left))
         for session in self.sessions:
             session.abort_idle()
+        if self.components.delivery is not None:
+            # In-flight deliveries finish within what is left of the grace; the rest stays queued.
+            await self.components.delivery.stop(max(0.0, deadline - time.monotonic()))
         if self._server is not None:
             try:
                 async with asyncio.timeout(1.0):
@@ -164,14 +171,20 @@ async def serve(
     shutdown_trigger: Callable[[], Awaitable[Any]] | None = None,
     components: Components | None = None,
     on_started: Callable[[RelayServer], None] | None = None,
+    delivery_process: bool = False,
 ) -> None:
     """Run the relay until SIGTERM/SIGINT (or until `shutdown_trigger()` returns), then stop.
 
     `components` are built from `config` (`relay.wiring`) unless given; either way the relay
     closes them when it stops. `on_started` receives the running server (tests read its ports).
+    `delivery_process` runs queue delivery in a child process (`relay.main` sets it).
     """
     refuse_open_relay(config)
-    parts = components if components is not None else await build_components(config)
+    parts = (
+        components
+        if components is not None
+        else await build_components(config, delivery_process=delivery_process)
+    )
     try:
         server = RelayServer(config, parts)
         await server.start()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -53,9 +54,12 @@ async def test_api_without_any_region_fails_at_start_naming_the_settings(
         await build_components(config)
 
 
-async def test_api_builds_the_api_sender_with_region_set_and_pool(aws_env: SesV2Stub) -> None:
+async def test_api_builds_the_api_sender_with_region_set_and_pool(
+    aws_env: SesV2Stub, tmp_path: Path
+) -> None:
     config = RelayConfig.from_environ(
         {
+            "RELAY_SPOOL_DIR": str(tmp_path / "spool"),
             "RELAY_UPSTREAM": "api",
             "RELAY_SES_REGION": "eu-central-1",
             "RELAY_CONFIGURATION_SET": "events",

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Final
 
 from relay.variable import Variable as Variable  # re-exported: users import it from here
+from relay.variables_queue import QUEUE_VARIABLES  # defined there, listed here in order
 
 # --- names existing deployments already set ------------------------------------------------------
 
@@ -358,6 +359,7 @@ VARIABLES: Final[tuple[Variable[object], ...]] = (
     RELAY_MAX_CONNECTION_AGE,
     RELAY_UPSTREAM_TIMEOUT,
     RELAY_UPSTREAM_CA_FILE,
+    *QUEUE_VARIABLES,
     RELAY_MAX_MESSAGE_SIZE,
     RELAY_MAX_RECIPIENTS,
     RELAY_SESSION_TIMEOUT,

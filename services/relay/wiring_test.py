@@ -31,18 +31,19 @@ def local(tmp_path: Path, **extra: str) -> RelayConfig:
         {
             "RELAY_LOCAL_OUTBOX": str(tmp_path / "outbox"),
             "RELAY_BLACKLIST_SQLITE": str(tmp_path / "bl.sqlite3"),
+            "RELAY_SPOOL_DIR": str(tmp_path / "spool"),
             **extra,
         }
     )
 
 
 async def test_local_mode_builds_outbox_and_sqlite(tmp_path: Path) -> None:
-    """Local mode: outbox sender, cached SQLite blacklist, upstream readiness probe, no AUTH."""
+    """Local mode: outbox sender, cached SQLite blacklist, upstream and spool probes, no AUTH."""
     parts = await build_components(local(tmp_path))
     try:
         assert isinstance(parts.sender, OutboxSender)
         assert isinstance(parts.blacklist, CachedBlacklist)
-        assert set(parts.probes) == {"upstream"}
+        assert set(parts.probes) == {"upstream", "spool"}
         assert not parts.credentials.enabled and parts.tls_context is None
         assert parts.lookup_executor is not None
     finally:

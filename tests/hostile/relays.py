@@ -20,7 +20,7 @@ from collections.abc import Callable
 from relay.auth import hash_password
 from ses_core.testing.certs import TestCertificates
 from ses_core.testing.upstream import SmtpUpstream
-from tests.support.relay_harness import upstream_environ
+from tests.support.relay_harness import DIRECT_DELIVERY, scratch_spool_dir, upstream_environ
 
 #: The relay's own AUTH user (clients authenticate with these).
 RELAY_USER = "app"
@@ -50,6 +50,8 @@ def relay_environ(
         "RELAY_AUTH_USERS": f"{RELAY_USER}:{hash_password(RELAY_PASSWORD, n=16)}",
         "RELAY_METRICS_PORT": "off",
         "RELAY_LOG_FORMAT": "json",
+        **DIRECT_DELIVERY,
+        "RELAY_SPOOL_DIR": scratch_spool_dir(),
     }
     environ.update(extra)
     return environ

@@ -140,6 +140,8 @@ async def test_local_mode_end_to_end(tmp_path: Path) -> None:
             "RELAY_METRICS_PORT": "off",
             "RELAY_LOCAL_OUTBOX": str(tmp_path / "outbox"),
             "RELAY_BLACKLIST_SQLITE": str(sqlite_path),
+            "RELAY_DELIVERY": "direct",
+            "RELAY_SPOOL_DIR": str(tmp_path / "spool"),
         }
     )
     assert config.local_mode

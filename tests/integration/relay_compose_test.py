@@ -65,6 +65,8 @@ def test_compose_settings_refuse_a_recipient_blacklisted_in_dynamodb(
         **image_env,
         **running["environment"],  # type: ignore[dict-item]
         "RELAY_LOCAL_OUTBOX": str(tmp_path / "outbox"),
+        # The image's /var/lib/ses-relay/spool does not exist on this host.
+        "RELAY_SPOOL_DIR": str(tmp_path / "spool"),
         "RELAY_LOG_FORMAT": "json",
     }
     # The harness moves both listeners to loopback ports of its choosing.

@@ -13,7 +13,6 @@ import aiosmtplib
 import pytest
 
 from relay.outbox import OutboxSender
-from relay.server import RelayServer
 from relay.wiring import Components
 from ses_core.ratelimit import LocalRateLimiter
 from ses_core.smtp import OutboundMessage, SendResult
@@ -25,26 +24,9 @@ from ses_core.testing.upstream import (
     SmtpUpstream,
     Stage,
 )
+from tests.integration.relay_queue_support import http_get, send
 from tests.integration.relay_support import base_config, message, relay_client, ses_client
 from tests.support.relay_harness import InProcessRelay
-
-
-async def send(
-    port_owner: RelayServer, *, recipients: list[str], number: int = 1
-) -> tuple[int, str]:
-    """Send one message through the relay; return the DATA reply (code, text)."""
-    client = await relay_client(port_owner)
-    try:
-        await client.ehlo()
-        await client.mail("app@example.com")
-        for rcpt in recipients:
-            await client.rcpt(rcpt)
-        reply = await client.data(message(number))
-        return reply.code, reply.message
-    except aiosmtplib.SMTPResponseException as exc:
-        return exc.code, exc.message
-    finally:
-        client.close()
 
 
 async def test_accepted_message_reaches_upstream_once(
@@ -279,18 +261,6 @@ async def test_metrics_and_health_endpoints(
     assert health.startswith("HTTP/1.1 200") and health.endswith("ok\n")
     assert ready.startswith("HTTP/1.1 200") and ready.endswith("ready\n")
     assert missing.startswith("HTTP/1.1 404")
-
-
-async def http_get(port: int | None, path: str) -> str:
-    """GET `path` from the ops endpoint; return the raw response text."""
-    import asyncio
-
-    assert port is not None
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
-    data = await asyncio.wait_for(reader.read(), 10)
-    writer.close()
-    return data.decode()
 
 
 async def test_smtputf8_and_8bitmime_pass_through(

@@ -16,6 +16,7 @@ import signal
 import smtplib
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -120,7 +121,7 @@ def test_check_config_masks_secrets(pex: tuple[Path, Path], tmp_path: Path) -> N
     assert result.returncode == 0, result.stderr
     assert SECRET not in result.stdout + result.stderr
     lines = result.stdout.splitlines()
-    assert lines[0].endswith("blacklist DynamoDB table ses-blacklist")
+    assert "blacklist DynamoDB table ses-blacklist, delivery queue" in lines[0]
     assert "AWS_SMTP_PASSWORD=****" in lines and "REDIS_URL=redis://:****@redis:6379/0" in lines
 
 
@@ -184,6 +185,10 @@ def test_no_command_and_serve_run_the_relay(
                 client.sendmail(
                     "app@example.com", ["you@example.org"], b"Subject: pex\r\n\r\nhi\r\n"
                 )
+            # Queue mode (the default): the 250 means "in ./spool"; the .eml follows.
+            deadline = time.monotonic() + 30
+            while not any((tmp_path / "outbox").glob("*.eml")) and time.monotonic() < deadline:
+                time.sleep(0.05)
             process.send_signal(signal.SIGTERM)
             assert process.wait(30) == 0
         finally:

@@ -30,6 +30,7 @@ from tests.support.relay_harness import InProcessRelay, RelayProcess, wait_until
 def sns_environ(tmp_path: Path, certificates: TestCertificates, port: int) -> dict[str, str]:
     return {
         "RELAY_LOCAL_OUTBOX": str(tmp_path / "outbox"),
+        "RELAY_SPOOL_DIR": str(tmp_path / "spool"),
         "RELAY_BLACKLIST_SQLITE": str(tmp_path / "blacklist.sqlite3"),
         "RELAY_SNS_LISTEN": f"127.0.0.1:{port}",
         "RELAY_SNS_CERT_PATH": certificates.cert_file,

@@ -11,6 +11,7 @@ from typing import Any
 import aiosmtplib
 
 from relay.config import RelayConfig
+from relay.queue_settings import QueueSettings
 from relay.server import RelayServer
 from ses_core.ratelimit import RateLimiter
 from ses_core.smtp import SmtpSettings
@@ -30,7 +31,8 @@ def message(number: int | str = 1) -> bytes:
 
 
 def base_config(**overrides: Any) -> RelayConfig:
-    """A loopback relay on an ephemeral port, ops endpoint off, short waits."""
+    """A loopback relay on an ephemeral port, ops endpoint off, short waits, direct delivery (the
+    suites check DATA replies; queue-mode tests pass `queue=QueueSettings(...)`)."""
     defaults: dict[str, Any] = {
         "listen_host": "127.0.0.1",
         "listen_port": 0,
@@ -40,6 +42,7 @@ def base_config(**overrides: Any) -> RelayConfig:
         "grace_period": 5.0,
         "rate_limit": 1000.0,
         "rate_burst": 50,
+        "queue": QueueSettings(delivery="direct"),
     }
     defaults.update(overrides)
     return RelayConfig(**defaults)

@@ -12,15 +12,26 @@ Only the relay's public entry points are used (`RelayConfig`, `build_components`
 (`sys.executable`) and `sys.path` as its PYTHONPATH, so it sees the same sources and requirements
 as the test, from a checkout or inside a Pants sandbox; its log goes to a file, never to a pipe
 nobody reads (a full pipe would block the relay).
+
+Delivery mode: the suites check DATA replies, so a relay process runs with RELAY_DELIVERY=direct
+unless the test sets RELAY_DELIVERY itself (`DIRECT_DELIVERY`), and its spool is a scratch
+directory (`scratch_spool_dir`) unless RELAY_SPOOL_DIR is given, so that no test writes
+`./spool` in the working directory. In-process relays get the same from their configuration
+(`tests.integration.relay_support.base_config` pins `direct`; a code-built configuration keeps its
+spool in memory).
 """
 
 from __future__ import annotations
 
 import asyncio
+import atexit
+import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -50,6 +61,17 @@ INHERITED_PREFIXES_DROPPED = (
 
 ComponentsHook = Callable[[Components], None]
 
+#: What the suites run with unless a test chooses: a 250 means the upstream accepted (the DATA
+#: replies they check). Queue-mode tests set RELAY_DELIVERY=queue (or `QueueSettings`) themselves.
+DIRECT_DELIVERY = {"RELAY_DELIVERY": "direct"}
+
+
+def scratch_spool_dir() -> str:
+    """A fresh directory for a relay's spool, removed when the test process exits."""
+    directory = tempfile.mkdtemp(prefix="relay-spool-")
+    atexit.register(shutil.rmtree, directory, True)
+    return directory
+
 
 def upstream_environ(upstream: SmtpUpstream, ca_file: str) -> dict[str, str]:
     """The variables pointing a relay at `upstream` (a loopback SES stand-in) with its login."""
@@ -68,11 +90,14 @@ def upstream_environ(upstream: SmtpUpstream, ca_file: str) -> dict[str, str]:
 
 def process_environ(extra: Mapping[str, str]) -> dict[str, str]:
     """The environment of a relay process: this interpreter's path, `extra`, nothing inherited
-    that configures a relay."""
+    that configures a relay; direct delivery and a scratch spool unless `extra` sets them."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(INHERITED_PREFIXES_DROPPED)}
     env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
     env["RELAY_METRICS_PORT"] = "off"
+    env.update(DIRECT_DELIVERY)
     env.update(extra)
+    if "RELAY_SPOOL_DIR" not in extra:
+        env["RELAY_SPOOL_DIR"] = scratch_spool_dir()
     return env
 
 
@@ -314,8 +339,14 @@ class RelayProcess:
                 raise RuntimeError(message) from None
 
     def pss(self) -> int:
-        """Proportional set size of the relay process, in bytes."""
-        return int(psutil.Process(self.pid).memory_full_info().pss)
+        """Proportional set size of the relay, in bytes: its process and its children (the
+        queue's delivery process), since both are the relay's memory."""
+        process = psutil.Process(self.pid)
+        total = 0
+        for member in (process, *process.children(recursive=True)):
+            with contextlib.suppress(psutil.NoSuchProcess):
+                total += int(member.memory_full_info().pss)
+        return total
 
     def send_signal(self, signum: int) -> None:
         """Send `signum` to the relay (SIGTERM and SIGINT shut it down gracefully)."""
