@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from pathlib import Path
 
@@ -17,11 +18,14 @@ from relay.wiring import (
     api_key_table,
     build_components,
     build_handler,
+    build_limiter,
     build_session_policy,
     ses_quota_clients,
     smtp_settings_from_url,
 )
+from relay.wiring_upstream import PACING_HEADROOM
 from ses_core.blacklist import CachedBlacklist
+from ses_core.ratelimit.headroom import HeadroomLimiter
 from ses_core.smtp.client import SesSmtpClient
 
 
@@ -213,3 +217,15 @@ async def test_unknown_variables_are_warned_once_at_start(
         named = [w for w in warnings if "RELAY_POOL_SZE" in w]
         assert len(named) == expected, warnings
         assert all("RELAY_POOL_SIZE" in w for w in named)
+
+
+async def test_the_local_limiter_paces_a_hair_under_the_configured_rate(tmp_path: Path) -> None:
+    """SES counts at its end: the local limiter runs PACING_HEADROOM under SES_RATE_LIMIT and
+    still reports the configured rate (the Redis limiter keeps its own jitter allowance)."""
+    config = local(tmp_path, SES_RATE_LIMIT="200")
+    async with contextlib.AsyncExitStack() as stack:
+        limiter, on_daily_quota = await build_limiter(config, stack, {})
+    assert isinstance(limiter, HeadroomLimiter) and on_daily_quota is None
+    assert limiter.rate == pytest.approx(200.0)
+    assert limiter.inner.rate == pytest.approx(200.0 * (1 - PACING_HEADROOM))
+    assert 0 < PACING_HEADROOM <= 0.01
