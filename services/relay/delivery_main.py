@@ -32,7 +32,6 @@ from typing import Any
 from relay.config import ConfigError, RelayConfig
 from relay.logs import setup_logging
 from relay.metrics import RelayMetrics
-from relay.metrics_queue import MetricsDeliveryEvents
 from relay.ops_http import OpsHttpServer
 from relay.wiring_queue import open_spool, queue_runner
 from relay.wiring_stores import build_blacklist
@@ -174,9 +173,7 @@ async def run_worker(config: RelayConfig, wake_fd: int, report_fd: int) -> None:
         sender = await build_sender(config, stack, limiter, metrics)
         spool = await open_spool(config)
         stack.push_async_callback(spool.aclose)
-        runner = queue_runner(
-            spool, sender, config, blacklist, MetricsDeliveryEvents(metrics.queue)
-        )
+        runner = queue_runner(spool, sender, config, blacklist, metrics.delivery_events())
         ops = OpsHttpServer(metrics.registry, {}, host="127.0.0.1", port=0)
         await ops.start()
         stack.push_async_callback(ops.aclose)

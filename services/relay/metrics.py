@@ -14,7 +14,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from relay.metrics_queue import QueueMetrics
+from relay.metrics_queue import MetricsDeliveryEvents, QueueMetrics
 from ses_core.version import VERSION
 
 _WAIT_BUCKETS = (0.0, 0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
@@ -88,6 +88,13 @@ class RelayMetrics:
             registry=r,
         )
         self.queue = QueueMetrics(r)
+
+    def delivery_events(self) -> MetricsDeliveryEvents:
+        """What the queue's delivery reports, counted here (its sends in the same latency and
+        limiter-wait histograms as direct mode's)."""
+        return MetricsDeliveryEvents(
+            self.queue, upstream_latency=self.upstream_latency, limiter_wait=self.limiter_wait
+        )
 
     def watch_pool(self, stats: Callable[[], Any]) -> None:
         """Export the sender pool's `stats` (size, idle, opened, recycled, failures)."""

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -59,7 +59,8 @@ class QueueMetrics:
         )
         self.dsn = Counter(
             "relay_queue_dsn",
-            "Delivery status notifications: queued, or not sent (null_sender, no_bounce_sender)",
+            "Delivery status notifications: queued, or not sent (null_sender, no_bounce_sender, "
+            "failed)",
             ["result"],
             registry=r,
         )
@@ -99,10 +100,20 @@ class QueueMetrics:
 
 
 class MetricsDeliveryEvents:
-    """`DeliveryEvents` counted in `QueueMetrics`."""
+    """`DeliveryEvents` counted in `QueueMetrics`; each send observed in the relay's
+    `relay_upstream_latency_seconds` and `relay_limiter_wait_seconds` when given them (as direct
+    mode's handler does for its sends), so the dashboards read the same series in both modes."""
 
-    def __init__(self, metrics: QueueMetrics) -> None:
+    def __init__(
+        self,
+        metrics: QueueMetrics,
+        *,
+        upstream_latency: Histogram | None = None,
+        limiter_wait: Histogram | None = None,
+    ) -> None:
         self._metrics = metrics
+        self._upstream_latency = upstream_latency
+        self._limiter_wait = limiter_wait
 
     def recipients_done(self, outcome: str, count: int) -> None:
         """relay_queue_deliveries_total{outcome} += count."""
@@ -123,6 +134,13 @@ class MetricsDeliveryEvents:
     def possible_duplicate(self, count: int) -> None:
         """relay_queue_possible_duplicates_total += count."""
         self._metrics.possible_duplicates.inc(count)
+
+    def sent(self, seconds: float, limiter_wait: float) -> None:
+        """relay_upstream_latency_seconds and relay_limiter_wait_seconds observe one send."""
+        if self._upstream_latency is not None:
+            self._upstream_latency.observe(seconds)
+        if self._limiter_wait is not None:
+            self._limiter_wait.observe(limiter_wait)
 
 
 class _SpoolIoCollector(Collector):

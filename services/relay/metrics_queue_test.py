@@ -28,6 +28,22 @@ def test_delivery_events_are_counted_under_their_names() -> None:
     assert value("relay_spool_refusals_total", {"reason": "disk_full"}) == 0
 
 
+def test_queue_sends_fill_the_latency_histograms_direct_mode_fills() -> None:
+    """The dashboards' upstream-latency and limiter-wait panels read the same series in both
+    modes: the queue's sends are observed there too."""
+    metrics = RelayMetrics()
+    events = metrics.delivery_events()
+    events.sent(0.2, 0.05)
+    events.sent(0.4, 0.0)
+    value = metrics.registry.get_sample_value
+    assert value("relay_upstream_latency_seconds_count") == 2
+    assert value("relay_upstream_latency_seconds_sum") == 0.2 + 0.4
+    assert value("relay_limiter_wait_seconds_count") == 2
+    assert value("relay_limiter_wait_seconds_sum") == 0.05
+    MetricsDeliveryEvents(metrics.queue).sent(1.0, 1.0)  # without histograms: nothing, no error
+    assert value("relay_upstream_latency_seconds_count") == 2
+
+
 def test_spool_readings_set_the_depth_gauges() -> None:
     metrics = RelayMetrics()
     metrics.queue.show(SpoolStats(4, 9, 100.0, 2, free_bytes=1234), now=160.0)

@@ -26,7 +26,6 @@ import attrs
 
 from relay.config import ConfigError, RelayConfig
 from relay.metrics import RelayMetrics
-from relay.metrics_queue import MetricsDeliveryEvents
 from relay.ops_http import NotReady
 from relay.variables_queue import RELAY_SPOOL_DIR
 from relay.wiring_upstream import Probe
@@ -112,7 +111,7 @@ async def build_delivery(
         _poll_stats(spool, metrics, interval, on_stats), name="queue-stats"
     )
     stack.push_async_callback(_cancel, poller)
-    events = MetricsDeliveryEvents(metrics.queue)
+    events = metrics.delivery_events()
     exposition = None
     if delivery_process and separate_delivery(config):
         from relay.delivery_process import WORKER_PROBE, DeliveryProcess

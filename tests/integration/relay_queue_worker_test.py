@@ -45,6 +45,9 @@ async def test_the_relay_metrics_show_the_workers_deliveries_and_a_killed_worker
         assert await metric(relay.metrics_port, "relay_queue_worker_up") == 1
         assert await metric(relay.metrics_port, "relay_spool_accepted_total") == 5
 
+        # The worker's sends fill the same latency histograms as direct mode's, on the relay.
+        await wait_for_metric(relay, "relay_upstream_latency_seconds_count", 5)
+        await wait_for_metric(relay, "relay_limiter_wait_seconds_count", 5)
         [worker] = worker_pids(relay)
         os.kill(worker, signal.SIGKILL)
         await wait_for_metric(relay, "relay_queue_worker_restarts_total", 1)

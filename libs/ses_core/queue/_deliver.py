@@ -130,9 +130,12 @@ class Deliverer:
         outbound = OutboundMessage(
             sender, recipients, data, smtputf8=envelope.smtputf8, eightbit=envelope.eightbit
         )
-        deadline = self._monotonic() + self._settings.attempt_timeout
+        started = self._monotonic()
+        deadline = started + self._settings.attempt_timeout
         try:
-            return await self._with_heartbeat(lease, self._sender.send(outbound, deadline=deadline))
+            result = await self._with_heartbeat(
+                lease, self._sender.send(outbound, deadline=deadline)
+            )
         except Exception as exc:  # a sender must not raise; if one does, the mail is kept
             log.exception("queue %s: the sender failed unexpectedly", lease.message.id)
             text = f"4.3.0 local error while sending ({type(exc).__name__})"
@@ -141,6 +144,8 @@ class Deliverer:
                     RecipientResult.deferred(r, 451, text, ReplyClass.TRANSIENT) for r in recipients
                 )
             )
+        self._events.sent(self._monotonic() - started, result.limiter_wait)
+        return result
 
     async def _with_heartbeat(self, lease: Lease, work: Awaitable[T]) -> T:
         """`work`, with `Spool.heartbeat` every `heartbeat_interval` while it runs."""
@@ -230,9 +235,11 @@ class Deliverer:
     async def _end(self, lease: Lease, plan: _Plan) -> None:
         message = lease.message
         envelope = message.envelope.with_recipients(plan.result.recipients)
+        dsn = plan.dsn
         if plan.dead_reason is not None:
             for notice in plan.notices:  # `dead_letter` takes no notices: queue the DSN first
-                await self._put_notice(message, notice)
+                if not await self._put_notice(message, notice):
+                    dsn = "failed"
             reason = plan.dead_reason
             await self._write(lease, lambda: self._spool.dead_letter(message, envelope, reason))
             log.warning("queue %s: dead-lettered (%s)", message.id, plan.dead_reason)
@@ -248,16 +255,19 @@ class Deliverer:
                     notices=plan.notices,
                 ),
             )
-        if plan.dsn is not None:
-            self._events.dsn(plan.dsn)
+        if dsn is not None:
+            self._events.dsn(dsn)
         if plan.retry_reason is not None:
             self._events.retry_scheduled(plan.retry_reason.value)
 
-    async def _put_notice(self, message: QueuedMessage, notice: NewMessage) -> None:
+    async def _put_notice(self, message: QueuedMessage, notice: NewMessage) -> bool:
+        """Queue a DSN on its own; False (logged, counted as `failed`) if the spool refused."""
         try:
             await self._spool.put(notice)
         except Exception as exc:  # the message itself is dead-lettered: nothing is lost
             log.error("queue %s: could not queue its DSN: %r", message.id, exc)
+            return False
+        return True
 
     async def _write(self, lease: Lease, make_write: Callable[[], Awaitable[None]]) -> None:
         """Run a spool write; retried with a doubling pause while the spool fails (the last

@@ -135,7 +135,8 @@ class DeliveryEvents(Protocol):
         ...
 
     def dsn(self, result: str) -> None:
-        """A DSN was queued ("queued"), or could not be: "null_sender", "no_bounce_sender"."""
+        """A DSN was queued ("queued"), or not: "null_sender", "no_bounce_sender", or "failed"
+        (the spool refused it; the message it reports on is dead-lettered for an operator)."""
         ...
 
     def dead_lettered(self, reason: str) -> None:
@@ -144,6 +145,11 @@ class DeliveryEvents(Protocol):
 
     def possible_duplicate(self, count: int) -> None:
         """`count` recipients were resent after an ambiguous loss (SES may have them twice)."""
+        ...
+
+    def sent(self, seconds: float, limiter_wait: float) -> None:
+        """One send to the upstream ended after `seconds` (waits and retries included), of
+        which `limiter_wait` waiting for send-rate tokens."""
         ...
 
 
@@ -163,4 +169,7 @@ class NoEvents:
         """Ignored."""
 
     def possible_duplicate(self, count: int) -> None:
+        """Ignored."""
+
+    def sent(self, seconds: float, limiter_wait: float) -> None:
         """Ignored."""

@@ -396,6 +396,32 @@ async def test_a_refusal_next_to_a_final_ambiguous_loss_still_gets_its_dsn() -> 
     assert status_blocks(notices[0][1])[1]["Final-Recipient"] == "rfc822; carol@example.org"
 
 
+class NoNoticeSpool(InspectableSpool):
+    """Refuses every `put` after the first (the message itself): a DSN cannot be queued."""
+
+    async def put(self, message: NewMessage) -> str:
+        if self._messages:
+            raise SpoolUnavailable("disk write error")
+        return await super().put(message)
+
+
+async def test_a_dsn_the_spool_refuses_beside_a_dead_letter_is_counted_failed() -> None:
+    """Dead-lettering queues the DSN on its own first; when the spool refuses it, the message
+    is still dead-lettered (an operator sees it) and the DSN is counted `failed`, not `queued`."""
+    h = harness(
+        answer({"bob@example.net": AMBIGUOUS, "carol@example.org": TEMPORARY}),
+        answer({"bob@example.net": AMBIGUOUS, "carol@example.org": SES_NOT_VERIFIED}),
+        spool_class=NoNoticeSpool,
+    )
+    message_id = await h.put("bob@example.net", "carol@example.org")
+    await h.attempt()
+    await h.attempt_when_due(message_id)
+    assert h.summary(message_id).state is MessageState.DEAD
+    assert h.notices() == []
+    assert h.events.dsns == {"failed": 1}
+    assert h.events.dead == {"ambiguous": 1}
+
+
 # --- expiry -------------------------------------------------------------------------------------
 
 

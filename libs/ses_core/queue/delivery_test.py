@@ -7,6 +7,7 @@ import asyncio
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import attrs
 import pytest
 
 from ses_core.errors import SpoolUnavailable
@@ -19,7 +20,9 @@ from ses_core.queue import (
 )
 from ses_core.queue.backoff import Backoff
 from ses_core.queue.delivery import DeliverySettings, QueueRunner
-from ses_core.testing.queue_doubles import RecordingEvents, ScriptedSender
+from ses_core.smtp.results import SendResult
+from ses_core.smtp.sender import OutboundMessage
+from ses_core.testing.queue_doubles import ACCEPT_ALL, RecordingEvents, ScriptedSender
 
 T0 = 1_800_000_000.0
 BODY = b"Subject: hi\r\n\r\nhello\r\n"
@@ -409,3 +412,19 @@ async def test_a_lease_cut_off_by_the_grace_is_released_when_it_returns(rigs: li
         while not await leasable():
             await asyncio.sleep(0.001)
     assert not rig.sender.started
+
+
+async def test_each_send_is_reported_with_its_limiter_wait(rigs: list[Rig]) -> None:
+    """Every send to the upstream is reported once (`DeliveryEvents.sent`), with the time the
+    send-rate limiter made it wait, so queue mode fills the same latency metrics as direct."""
+
+    def waited(message: OutboundMessage) -> SendResult:
+        return attrs.evolve(ACCEPT_ALL(message), limiter_wait=0.25)
+
+    rig = make(rigs, waited)
+    await rig.put("a@example.net")
+    await rig.put("b@example.net")
+    await rig.runner.start()
+    await eventually(lambda: rig.queued() == 0 and len(rig.events.sends) == 2)
+    assert sorted(wait for _, wait in rig.events.sends) == [0.0, 0.25]
+    assert all(seconds >= 0 for seconds, _ in rig.events.sends)

@@ -103,6 +103,8 @@ class RecordingEvents:
         self.dsns: Counter[str] = Counter()
         self.dead: Counter[str] = Counter()
         self.duplicates = 0
+        #: (seconds, limiter_wait) of each send.
+        self.sends: list[tuple[float, float]] = []
 
     def recipients_done(self, outcome: str, count: int) -> None:
         """Counted."""
@@ -123,6 +125,10 @@ class RecordingEvents:
     def possible_duplicate(self, count: int) -> None:
         """Counted."""
         self.duplicates += count
+
+    def sent(self, seconds: float, limiter_wait: float) -> None:
+        """Recorded."""
+        self.sends.append((seconds, limiter_wait))
 
 
 def stand_in_client_settings(
