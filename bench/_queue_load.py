@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import concurrent.futures
+import gc
 import logging
 import multiprocessing
 import multiprocessing.connection
@@ -71,6 +72,9 @@ def _sink_main(certificates: TestCertificates, pipe: multiprocessing.connection.
                 compact()
 
         async with sink:
+            # Start-up's objects out of the collector's way: a full collection over them stalls
+            # the sink for milliseconds, which would show as arrival jitter it did not receive.
+            gc.freeze()
             task = asyncio.create_task(compactor())
             pipe.send(sink.port)
             loop = asyncio.get_running_loop()

@@ -21,11 +21,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import re
 import signal
 import sys
+import threading
 import time
 from typing import Any
 
@@ -41,10 +43,14 @@ from ses_core.queue import Spool
 
 log = logging.getLogger("relay.delivery")
 
-#: Added to this process's nice value: when the CPU is short, accepting (the parent) goes first;
-#: the queue absorbs a delivery that falls behind (SES's rate, not the CPU, paces it anyway).
-#: Measured on a shared 2-core box, one client connection: about 490 msg/s accepted vs 270.
-NICENESS = 10
+#: Added to the nice value of the delivery loop's thread once the spool is open: when the CPU
+#: is short, accepting (the parent) goes first; the queue absorbs a delivery that falls behind
+#: (SES's rate, not the CPU, paces it anyway). Linux nice values are per thread, and only the
+#: loop's is raised: the spool's writer thread, started as the spool opened, keeps the parent's
+#: priority, so a transaction holding the spool's write lock is never starved while the relay's
+#: puts wait for it. Measured with one client connection on a shared 2-core box (means of four
+#: runs): 0.51x of the direct ceiling with the whole process at nice 10, 0.54x like this.
+NICENESS = 19
 
 #: Wakes are gathered for this long before the workers look for due messages: under load they
 #: then lease, send and settle more messages per spool transaction, and take the spool's write
@@ -173,6 +179,7 @@ async def run_worker(config: RelayConfig, wake_fd: int, report_fd: int) -> None:
         sender = await build_sender(config, stack, limiter, metrics)
         spool = await open_spool(config)
         stack.push_async_callback(spool.aclose)
+        lower_loop_priority()
         runner = queue_runner(spool, sender, config, blacklist, metrics.delivery_events())
         ops = OpsHttpServer(metrics.registry, {}, host="127.0.0.1", port=0)
         await ops.start()
@@ -180,11 +187,22 @@ async def run_worker(config: RelayConfig, wake_fd: int, report_fd: int) -> None:
         watch_wake_pipe(wake_fd, stop, Debounced(runner.wake, WAKE_DELAY))
         if not await wait_for_lease_lock(spool, stop):
             return
+        # Start-up's objects (modules, clients, settings) go to the collector's permanent
+        # generation, so full collections stop walking them: their pauses were the largest
+        # gaps between deliveries at 500/s (17 ms; about 5 ms after).
+        gc.freeze()
         await runner.start()
         os.write(report_fd, f"ready {ops.port}\n".encode())
         grace = await stop.wait()
         log.info("delivery worker stopping, grace %.1fs", grace)
         await runner.stop(grace)
+
+
+def lower_loop_priority() -> None:
+    """Raise the calling thread's nice value by `NICENESS` (threads it starts inherit it)."""
+    thread = threading.get_native_id()
+    with contextlib.suppress(OSError):
+        os.setpriority(os.PRIO_PROCESS, thread, os.getpriority(os.PRIO_PROCESS, thread) + NICENESS)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -194,8 +212,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--report-fd", type=int, required=True)
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    with contextlib.suppress(OSError):
-        os.nice(NICENESS)
     try:
         config = RelayConfig.from_environ(os.environ)
     except ConfigError as exc:

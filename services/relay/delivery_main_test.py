@@ -6,11 +6,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import threading
 from pathlib import Path
 
 import pytest
 
-from relay.delivery_main import Debounced, StopSignal, wait_for_lease_lock, watch_wake_pipe
+from relay.delivery_main import (
+    NICENESS,
+    Debounced,
+    StopSignal,
+    lower_loop_priority,
+    wait_for_lease_lock,
+    watch_wake_pipe,
+)
 from ses_core.queue import MemorySpool
 from ses_core.queue.local import LocalSpool
 
@@ -125,3 +133,27 @@ async def test_wakes_are_gathered_into_one() -> None:
         await asyncio.sleep(0.005)
     Debounced(wakes, 0.0)()  # no delay: at once
     assert wakes.count == 3
+
+
+def test_only_the_calling_thread_is_lowered() -> None:
+    """Linux nice values are per thread: the loop's thread is lowered, one started before it
+    (the spool's writer) is not, and one it starts afterwards inherits the lower priority."""
+    seen: dict[str, int] = {}
+
+    def nice() -> int:
+        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    def loop_thread() -> None:
+        seen["before"] = nice()
+        lower_loop_priority()
+        seen["after"] = nice()
+        child = threading.Thread(target=lambda: seen.__setitem__("child", nice()))
+        child.start()
+        child.join()
+
+    base = nice()
+    thread = threading.Thread(target=loop_thread)
+    thread.start()
+    thread.join()
+    assert seen == {"before": base, "after": min(base + NICENESS, 19), "child": seen["after"]}
+    assert nice() == base

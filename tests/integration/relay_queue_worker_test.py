@@ -5,12 +5,15 @@ leaves no orphan delivering."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import psutil
 
+from relay.delivery_main import NICENESS
 from ses_core.testing.certs import TestCertificates
 from ses_core.testing.upstream import SmtpUpstream
 from tests.integration.queue_e2e_support import get, metric, queue_environ, send_batch, wait_for
@@ -42,12 +45,12 @@ async def test_the_relay_metrics_show_the_workers_deliveries_and_a_killed_worker
         assert set(codes.values()) == {250}
         await wait_for(lambda: upstream.accepted >= 5, timeout=30, what="delivery")
         await wait_for_metric(relay, ACCEPTED, 5)
-        assert await metric(relay.metrics_port, "relay_queue_worker_up") == 1
-        assert await metric(relay.metrics_port, "relay_spool_accepted_total") == 5
-
         # The worker's sends fill the same latency histograms as direct mode's, on the relay.
         await wait_for_metric(relay, "relay_upstream_latency_seconds_count", 5)
         await wait_for_metric(relay, "relay_limiter_wait_seconds_count", 5)
+        assert await metric(relay.metrics_port, "relay_queue_worker_up") == 1
+        assert await metric(relay.metrics_port, "relay_spool_accepted_total") == 5
+
         [worker] = worker_pids(relay)
         os.kill(worker, signal.SIGKILL)
         await wait_for_metric(relay, "relay_queue_worker_restarts_total", 1)
@@ -67,6 +70,35 @@ async def test_a_killed_relay_leaves_no_worker_behind(
     upstream: SmtpUpstream, certificates: TestCertificates, tmp_path: Path
 ) -> None:
     """kill -9 of the relay: its worker sees the wake pipe's EOF and stops on its own."""
+    async with relay_with_worker(upstream, certificates, tmp_path) as (relay, worker):
+        os.kill(relay.pid, signal.SIGKILL)
+        await relay.wait_exit(10)
+        await wait_for(lambda: not psutil.pid_exists(worker), timeout=30, what="the orphan")
+
+
+async def test_the_worker_loop_yields_to_accepting_its_spool_writer_does_not(
+    upstream: SmtpUpstream, certificates: TestCertificates, tmp_path: Path
+) -> None:
+    """The worker's event loop runs at nice +19 (accepting goes first when the CPU is short),
+    while its spool writer thread keeps the relay's priority: a transaction holding the spool's
+    write lock must never be starved while the relay's puts wait for it."""
+    async with relay_with_worker(upstream, certificates, tmp_path) as (relay, worker):
+        base = thread_nice(relay.pid, relay.pid)
+        await wait_for(
+            lambda: thread_nice(worker, worker) == min(base + NICENESS, 19),
+            timeout=30,
+            what="the worker loop's priority",
+        )
+        threads = [t.id for t in psutil.Process(worker).threads()]
+        assert base in [thread_nice(worker, t) for t in threads if t != worker]  # the writer
+        assert thread_nice(relay.pid, relay.pid) == base
+
+
+@contextlib.asynccontextmanager
+async def relay_with_worker(
+    upstream: SmtpUpstream, certificates: TestCertificates, tmp_path: Path
+) -> AsyncIterator[tuple[RelayProcess, int]]:
+    """A queueing relay and the pid of its one delivery worker; the relay is stopped after."""
     relay = RelayProcess(
         queue_environ(upstream, certificates, tmp_path / "spool"), log_path=tmp_path / "relay.log"
     )
@@ -74,11 +106,15 @@ async def test_a_killed_relay_leaves_no_worker_behind(
     try:
         await wait_for(lambda: len(worker_pids(relay)) == 1, timeout=30, what="the worker")
         [worker] = worker_pids(relay)
-        os.kill(relay.pid, signal.SIGKILL)
-        await relay.wait_exit(10)
-        await wait_for(lambda: not psutil.pid_exists(worker), timeout=30, what="the orphan")
+        yield relay, worker
     finally:
         await relay.astop()
+
+
+def thread_nice(pid: int, tid: int) -> int:
+    """A thread's nice value (field 19 of /proc/<pid>/task/<tid>/stat)."""
+    stat = Path(f"/proc/{pid}/task/{tid}/stat").read_text()
+    return int(stat.rpartition(")")[2].split()[16])
 
 
 async def wait_for_metric(relay: RelayProcess, sample: str, at_least: float) -> None:

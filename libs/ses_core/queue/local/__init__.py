@@ -7,6 +7,7 @@ On-disk layout, in the spool directory (mode 0700; every file 0600, bodies are p
 - `spool.lock`: held shared by every process that has the spool open; exclusively, briefly, by
   the one that checks and recovers the file at open.
 - `lease.lock`: held by the one process that delivers (leases live in its memory).
+- `write.lock`: held by a process's writer for the length of one transaction (see `_writer`).
 - `corrupt/<UTC time>/`: damaged spool files set aside at open, for an operator to salvage.
 
 Why SQLite rather than a hand-written log: its WAL gives atomic multi-row transactions (a

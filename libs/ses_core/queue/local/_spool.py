@@ -122,9 +122,16 @@ class LocalSpool:
             _reraise_as_unavailable(exc, directory)
         try:
             queued = _admin.queued_count(write_connection)
+            write_lock = FileLock(directory / "write.lock")
+        except BaseException as exc:
+            write_connection.close()
+            lock.close()
+            _reraise_as_unavailable(exc, directory)
+        try:
             reader = Reader(db, busy_timeout)
         except BaseException as exc:
             write_connection.close()
+            write_lock.close()
             lock.close()
             _reraise_as_unavailable(exc, directory)
         spool: LocalSpool
@@ -132,6 +139,8 @@ class LocalSpool:
             write_connection,
             after_write=lambda tx: spool._counted(tx),
             wal_path=directory / f"{DB_NAME}-wal",
+            write_lock=write_lock,
+            lock_timeout=busy_timeout,
         )
         spool = cls(
             directory,

@@ -11,17 +11,26 @@ The fsync happens after the write lock is released: the connection runs `synchro
 (COMMIT writes the WAL frames, no fsync) and the writer then fdatasyncs the WAL file itself,
 before it resolves any future. A caller is told "stored" only after that fsync, exactly as with
 `synchronous=FULL`; but the lock is not held across the disk's latency, so the relay's puts never
-wait for the delivery process's fsync (SQLite's busy handler would make them sleep a whole
-millisecond or more each time). A crash between COMMIT and the fsync loses only transactions
-whose callers were never told they were stored. An fsync that fails makes the batch fail
-(`SpoolUnavailable`): SQLite has it, but the disk may not.
+wait for the delivery process's fsync. A crash between COMMIT and the fsync loses only
+transactions whose callers were never told they were stored. An fsync that fails makes the
+batch fail (`SpoolUnavailable`): SQLite has it, but the disk may not.
 
-Delivery outcomes (`settle`, `dead_letter`) are submitted with `durable=False`: their batch is
-committed and answered at once, and the WAL is fsynced within `LAZY_SYNC_SECONDS` (or by the next
-durable batch, whichever comes first). A process killed at any instant loses nothing (the page
-cache outlives it); a power cut may lose the outcomes of the last fraction of a second, so those
-deliveries are made again: the same trade Postfix makes when it removes a delivered queue file
-without an fsync. A `put` is never answered before its fsync.
+Writers of different processes (the relay, its delivery process, the `queue` command) also take
+`write.lock` (a `flock`) around each transaction. SQLite's own lock has no wait queue: a writer
+that finds it taken sleeps in the busy handler, a whole millisecond or more, however soon the
+holder finishes. The flock is retried within tens of microseconds (`FileLock.exclusive_within`),
+so the SMTP front's puts are not slowed by the delivery process's commits. SQLite's lock stays
+underneath, with its busy timeout, for any writer that does not take the flock.
+
+Delivery outcomes (`settle`, `dead_letter`) are submitted with `durable=False`: the writer
+gathers them for up to `LAZY_GATHER_SECONDS` (a durable job ends the wait), commits them and
+answers at once, and fsyncs the WAL within `LAZY_SYNC_SECONDS` (or with the next durable batch,
+whichever comes first). Gathering turns one commit per delivery into a few dozen a second, so
+the delivery process takes the write lock from the SMTP front far less often. A process killed
+at any instant loses nothing (the page cache outlives it); a power cut may lose the outcomes of
+the last fraction of a second, so those deliveries are made again: the same trade Postfix makes
+when it removes a delivered queue file without an fsync. A `put` is never answered before its
+fsync.
 
 Failure is all or nothing per batch: if SQLite fails (disk full, I/O error, lock timeout) the
 transaction is rolled back and every job of the batch gets the error, so nobody is told "stored"
@@ -44,6 +53,7 @@ from typing import Any, TypeVar
 import attrs
 
 from ses_core.errors import SpoolFull, SpoolUnavailable
+from ses_core.queue.local._disk import FileLock
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +64,11 @@ _SQLITE_FULL = 13
 
 #: Longest time a non-durable commit (a delivery outcome) waits for its fsync.
 LAZY_SYNC_SECONDS = 0.1
+
+#: Longest time a non-durable job (a delivery outcome) waits for others to share its commit.
+#: Measured with one client connection while delivering: 0.42x of the direct ceiling with one
+#: commit per outcome and no `write.lock`, 0.45x with the lock alone, 0.51x with both.
+LAZY_GATHER_SECONDS = 0.01
 
 
 def spool_error(exc: sqlite3.Error) -> SpoolFull | SpoolUnavailable:
@@ -88,6 +103,8 @@ class GroupCommitWriter:
 
     `after_write(connection)` runs inside every transaction just before the commit (the spool
     reads its counters there); `before_commit` is a seam for fault-injection tests.
+    `write_lock`, when given, is held around each transaction (waiting at most `lock_timeout`
+    seconds for another process's transaction; the batch fails `SpoolUnavailable` after that).
     """
 
     def __init__(
@@ -96,8 +113,12 @@ class GroupCommitWriter:
         *,
         after_write: Callable[[sqlite3.Connection], None] | None = None,
         wal_path: Path | None = None,
+        write_lock: FileLock | None = None,
+        lock_timeout: float = 5.0,
     ) -> None:
         self._connection = connection
+        self._write_lock = write_lock
+        self._lock_timeout = lock_timeout
         self._after_write = after_write
         # With the WAL's path, the writer syncs it itself, outside the lock (module docstring).
         self._wal_path = wal_path
@@ -105,6 +126,7 @@ class GroupCommitWriter:
         if wal_path is not None:
             connection.execute("PRAGMA synchronous = NORMAL")
         self._jobs: list[tuple[Work, concurrent.futures.Future[Any]]] = []
+        self._first_job_at = 0.0  # monotonic time the oldest job in `_jobs` was submitted
         self._durable_jobs = 0  # jobs waiting in `_jobs` that need their fsync before an answer
         self._unsynced_since: float | None = None  # monotonic time of the oldest unsynced commit
         self._condition = threading.Condition()
@@ -125,6 +147,8 @@ class GroupCommitWriter:
         with self._condition:
             if self._closing:
                 raise SpoolUnavailable("the spool is closed")
+            if not self._jobs:
+                self._first_job_at = time.monotonic()
             self._jobs.append((work, future))
             self._durable_jobs += durable
             self._condition.notify()
@@ -149,6 +173,7 @@ class GroupCommitWriter:
                         if left <= 0:
                             break
                         self._condition.wait(left)
+                    self._gather_lazy_jobs()
                     taken, self._jobs = self._jobs, []
                     durable = self._durable_jobs > 0 or self._closing
                     self._durable_jobs = 0
@@ -167,6 +192,17 @@ class GroupCommitWriter:
             if self._wal_fd is not None:
                 os.close(self._wal_fd)
             self._connection.close()
+            if self._write_lock is not None:
+                self._write_lock.close()
+
+    def _gather_lazy_jobs(self) -> None:
+        """With only non-durable jobs waiting, wait (holding the condition's lock, as `_run`
+        does) until the oldest is `LAZY_GATHER_SECONDS` old, a durable job comes, or close."""
+        while self._jobs and not self._durable_jobs and not self._closing:
+            left = self._first_job_at + LAZY_GATHER_SECONDS - time.monotonic()
+            if left <= 0:
+                return
+            self._condition.wait(left)
 
     def _sync_wal(self) -> None:
         """fdatasync the WAL file (re-opened if SQLite replaced it since)."""
@@ -207,17 +243,11 @@ class GroupCommitWriter:
         self, batch: list[tuple[Work, concurrent.futures.Future[Any]]], *, durable: bool = True
     ) -> None:
         outcomes: list[tuple[Any, BaseException | None]] = []
-        connection = self._connection
+        locked = False
         try:
             self._rollback()  # a transaction left open by an earlier failure would block BEGIN
-            connection.execute("BEGIN IMMEDIATE")
-            for work, _future in batch:
-                outcomes.append(self._run_job(connection, work))
-            if self._after_write is not None:
-                self._after_write(connection)
-            if self.before_commit is not None:
-                self.before_commit(connection)
-            connection.execute("COMMIT")
+            locked = self._lock()
+            self._transaction(batch, outcomes)
         except sqlite3.Error as exc:
             self._rollback()
             self.failed_batches += 1
@@ -232,6 +262,9 @@ class GroupCommitWriter:
             for _work, future in batch:
                 future.set_exception(SpoolUnavailable(f"the spool cannot write: {exc!r}"))
             return
+        finally:
+            if locked:
+                self._unlock()
         if self._wal_path is not None and not durable:
             if self._unsynced_since is None:
                 self._unsynced_since = time.monotonic()
@@ -252,6 +285,42 @@ class GroupCommitWriter:
                 future.set_exception(error)
             else:
                 future.set_result(result)
+
+    def _transaction(
+        self,
+        batch: list[tuple[Work, concurrent.futures.Future[Any]]],
+        outcomes: list[tuple[Any, BaseException | None]],
+    ) -> None:
+        """Run `batch` in one transaction, appending each job's outcome; COMMIT."""
+        connection = self._connection
+        connection.execute("BEGIN IMMEDIATE")
+        for work, _future in batch:
+            outcomes.append(self._run_job(connection, work))
+        if self._after_write is not None:
+            self._after_write(connection)
+        if self.before_commit is not None:
+            self.before_commit(connection)
+        connection.execute("COMMIT")
+
+    def _lock(self) -> bool:
+        """Take `write_lock` if there is one (True); `sqlite3.OperationalError` if it stays
+        taken for `lock_timeout` (the batch then fails like any SQLite lock timeout)."""
+        if self._write_lock is None:
+            return False
+        if not self._write_lock.exclusive_within(self._lock_timeout):
+            message = (
+                f"database is locked: another process held the spool's write lock for "
+                f"{self._lock_timeout:g} s"
+            )
+            raise sqlite3.OperationalError(message)
+        return True
+
+    def _unlock(self) -> None:
+        assert self._write_lock is not None
+        try:
+            self._write_lock.unlock()
+        except OSError as exc:  # cannot happen on an open flock; never leave a batch unanswered
+            log.error("spool write lock could not be released: %s", exc)
 
     @staticmethod
     def _run_job(connection: sqlite3.Connection, work: Work) -> tuple[Any, BaseException | None]:

@@ -17,12 +17,14 @@ from ses_core.queue import (
     MessageState,
     NewMessage,
     QueuedEnvelope,
+    QueuedMessage,
     QueueFilter,
     RecipientState,
     SpoolAdmin,
     SpooledRecipient,
 )
-from ses_core.queue.local import LocalSpool
+from ses_core.queue.local import LocalSpool, _writer
+from ses_core.queue.local._disk import FileLock
 
 NOW = 10_000.0
 
@@ -236,8 +238,8 @@ async def test_aclose_drains_pending_puts(tmp_path: Path) -> None:
 async def test_two_writers_on_one_file_wait_for_each_other(
     spool: LocalSpool, tmp_path: Path
 ) -> None:
-    """An operator's writes from a second opener interleave with the relay's puts (SQLite's
-    lock and the busy timeout serialise them); nothing is lost, counters stay exact."""
+    """An operator's writes from a second opener interleave with the relay's puts (`write.lock`
+    serialises them, SQLite's lock beneath); nothing is lost, counters stay exact."""
     first = [await spool.put(NewMessage(envelope(), b"%d" % i)) for i in range(20)]
     with LocalSpool.open(tmp_path / "spool", clock=lambda: NOW) as admin:
         deleting = asyncio.to_thread(lambda: [admin.delete(i) for i in first])
@@ -269,3 +271,71 @@ async def test_a_put_is_answered_after_its_fsync_an_outcome_before_its_own(
             break
         await asyncio.sleep(0.01)
     assert spool.io_stats.commits == after_put + 1
+
+
+async def test_a_write_waits_for_another_process_write_lock(
+    spool: LocalSpool, tmp_path: Path
+) -> None:
+    """While another opener holds `write.lock` (as during its transaction) a put waits, and it
+    is stored as soon as the lock is released: no busy-handler sleep, no error."""
+    other = FileLock(tmp_path / "spool" / "write.lock")
+    try:
+        assert other.exclusive_within(0)
+        put = asyncio.ensure_future(spool.put(NewMessage(envelope(), b"waits")))
+        await asyncio.sleep(0.05)
+        assert not put.done()
+        other.unlock()
+        message_id = await asyncio.wait_for(put, 5)
+    finally:
+        other.close()
+    assert [m.id for m in spool.list(QueueFilter())] == [message_id]
+
+
+async def test_a_write_lock_held_past_the_timeout_fails_the_batch_only(tmp_path: Path) -> None:
+    """A write lock that stays taken (a stopped process) fails the put as unavailable after
+    the busy timeout (a 4xx for the client, nothing stored), and the next put succeeds."""
+    with LocalSpool.open(tmp_path / "s", clock=lambda: NOW, busy_timeout=0.05) as spool:
+        other = FileLock(tmp_path / "s" / "write.lock")
+        try:
+            assert other.exclusive_within(0)
+            with pytest.raises(SpoolUnavailable, match="write lock"):
+                await spool.put(NewMessage(envelope(), b"refused"))
+        finally:
+            other.close()
+        assert spool.list(QueueFilter()) == ()
+        await spool.put(NewMessage(envelope(), b"stored"))
+        assert len(spool.list(QueueFilter())) == 1
+
+
+def accepted(message: QueuedMessage) -> QueuedEnvelope:
+    return message.envelope.with_recipients(
+        attrs.evolve(r, state=RecipientState.ACCEPTED) for r in message.envelope.recipients
+    )
+
+
+async def test_delivery_outcomes_are_gathered_into_one_transaction(spool: LocalSpool) -> None:
+    """Outcomes (non-durable writes) submitted together share one transaction, so the delivery
+    process takes the write lock once for many instead of once per delivery."""
+    for i in range(3):
+        await spool.put(NewMessage(envelope(), b"%d" % i))
+    leased = await spool.lease(3, NOW)
+    transactions: list[int] = []
+    spool._writer.before_commit = lambda tx: transactions.append(1)
+    await asyncio.gather(*(spool.settle(m, accepted(m), next_attempt_at=None) for m in leased))
+    assert transactions == [1] and (await spool.stats()).messages == 0
+
+
+async def test_a_put_ends_the_gathering_at_once(
+    spool: LocalSpool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A durable write never waits for outcomes to gather: with a gathering time far longer
+    than the test, a put made while an outcome waits commits both at once."""
+    monkeypatch.setattr(_writer, "LAZY_GATHER_SECONDS", 3600.0)
+    await spool.put(NewMessage(envelope(), b"first"))
+    (leased,) = await spool.lease(1, NOW)
+    settle = asyncio.ensure_future(spool.settle(leased, accepted(leased), next_attempt_at=None))
+    await asyncio.sleep(0.05)
+    assert not settle.done()  # gathering
+    await asyncio.wait_for(spool.put(NewMessage(envelope(), b"second")), 10)
+    await asyncio.wait_for(settle, 10)
+    assert (await spool.stats()).messages == 1  # the first settled, the second queued
