@@ -23,9 +23,9 @@ from relay.wiring import (
     ses_quota_clients,
     smtp_settings_from_url,
 )
-from relay.wiring_upstream import PACING_HEADROOM
+from relay.wiring_upstream import PACING_JITTER
 from ses_core.blacklist import CachedBlacklist
-from ses_core.ratelimit.headroom import HeadroomLimiter
+from ses_core.ratelimit import LocalRateLimiter
 from ses_core.smtp.client import SesSmtpClient
 
 
@@ -220,12 +220,12 @@ async def test_unknown_variables_are_warned_once_at_start(
 
 
 async def test_the_local_limiter_paces_a_hair_under_the_configured_rate(tmp_path: Path) -> None:
-    """SES counts at its end: the local limiter runs PACING_HEADROOM under SES_RATE_LIMIT and
-    still reports the configured rate (the Redis limiter keeps its own jitter allowance)."""
+    """SES counts at its end: the local limiter spaces its grants by PACING_JITTER (0.5% under
+    SES_RATE_LIMIT) and still reports the configured rate (Redis keeps its own 1%)."""
     config = local(tmp_path, SES_RATE_LIMIT="200")
     async with contextlib.AsyncExitStack() as stack:
         limiter, on_daily_quota = await build_limiter(config, stack, {})
-    assert isinstance(limiter, HeadroomLimiter) and on_daily_quota is None
+    assert isinstance(limiter, LocalRateLimiter) and on_daily_quota is None
     assert limiter.rate == pytest.approx(200.0)
-    assert limiter.inner.rate == pytest.approx(200.0 * (1 - PACING_HEADROOM))
-    assert 0 < PACING_HEADROOM <= 0.01
+    assert limiter.slot_interval == pytest.approx((1 + PACING_JITTER) / 200.0)
+    assert 0 < PACING_JITTER <= 0.01

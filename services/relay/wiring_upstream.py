@@ -18,7 +18,6 @@ from relay.metrics import RelayMetrics
 from relay.outbox import OutboxSender
 from relay.upstream import build_api_sender, ses_region
 from ses_core.ratelimit import LocalRateLimiter, RateLimiter
-from ses_core.ratelimit.headroom import HeadroomLimiter
 from ses_core.smtp import MessageSender, SmtpSettings
 
 # Logged as `relay.wiring`, as before the split: log filters and tests keep working.
@@ -31,12 +30,11 @@ Probe = Callable[[], Awaitable[None]]
 #: The `auto` limiter's rate until SES's first answer, which start-up waits for (or fails).
 _AUTO_INITIAL_RATE = 1.0
 
-#: The local limiter paces this fraction below SES_RATE_LIMIT (or the `auto` rate), so that
-#: transit jitter does not put more than the rate + burst into one of SES's seconds
-#: (`ses_core.ratelimit.headroom`; the measurement is in the README's Benchmarks). The Redis
-#: limiter needs none on top: its shared schedule already leaves 10 ms a second (1%) for the
-#: jitter between replicas (`RedisRateLimiter.slot_interval`), which covers transit's too.
-PACING_HEADROOM = 0.005
+#: The local limiter's `jitter`: it paces 0.5% below SES_RATE_LIMIT (or the `auto` rate), so
+#: that jitter in transit does not put more than the rate + burst into one of SES's seconds
+#: (`LocalRateLimiter`'s docstring has the measurement). The Redis limiter keeps its own
+#: default, 10 ms a second (1%), for the jitter between replicas, which covers transit's too.
+PACING_JITTER = 0.005
 
 
 async def build_limiter(
@@ -62,7 +60,7 @@ async def build_limiter(
         stack.push_async_callback(limiter.aclose)
         probes["redis"] = _redis_probe(config.redis_url, stack)
     else:
-        limiter = HeadroomLimiter(LocalRateLimiter(rate, config.rate_burst), PACING_HEADROOM)
+        limiter = LocalRateLimiter(rate, config.rate_burst, jitter=PACING_JITTER)
     if config.rate_limit is not None:
         return limiter, None
     from ses_core.errors import SesQuotaUnavailable

@@ -1,9 +1,8 @@
 """Send-rate limiting with SES semantics: a message costs one unit per recipient.
 
 Senders depend on the `RateLimiter` port (`AdjustableRateLimiter` when the rate can change while
-it runs). `LocalRateLimiter` keeps the budget in-process, `ses_core.ratelimit.headroom` paces a
-limiter a fraction under its rate (SES counts at its end); the adapters with heavy dependencies
-are imported from their own modules: `ses_core.ratelimit.redis` (`RedisRateLimiter`, one budget for
+it runs). `LocalRateLimiter` keeps the budget in-process; the adapters with heavy dependencies are
+imported from their own modules: `ses_core.ratelimit.redis` (`RedisRateLimiter`, one budget for
 every replica, needs redis) and `ses_core.ratelimit.ses_quota` (the `auto` rate read from SES and
 the daily-quota guard, needs botocore).
 """

@@ -43,6 +43,23 @@ def validated_cost(cost: int) -> int:
     return cost
 
 
+def validated_jitter(jitter: float) -> float:
+    """Return `jitter` if it is a number of seconds in [0, 1), else raise ValueError."""
+    if not (math.isfinite(jitter) and 0 <= jitter < 1):
+        message = f"jitter must be in [0, 1) seconds, got {jitter!r}"
+        raise ValueError(message)
+    return jitter
+
+
+def slot_interval(rate: float, jitter: float) -> float:
+    """Seconds between two single-recipient grants at `rate`: 1/rate, stretched just enough
+    that sends shifted by up to `jitter` seconds (a process waking late, a message slower in
+    transit than the next) still put at most ceil(rate) + burst recipients into any one-second
+    window where they arrive. Jitter 0.01 costs 1% of an integer rate; a fractional rate's
+    rounding up to ceil(rate) may already leave the room, and then it costs nothing."""
+    return max(1.0 / rate, (1.0 + jitter) / math.ceil(rate))
+
+
 def validated_max_wait(max_wait: float | None) -> float | None:
     """Return `max_wait` if it is None or a non-negative number, else raise ValueError."""
     if max_wait is not None and not (max_wait >= 0):

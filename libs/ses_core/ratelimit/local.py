@@ -21,6 +21,11 @@ as one timestamp, the "theoretical arrival time" or TAT):
   never starved) by single-recipient ones that arrive after it.
 - Capacity is reserved at grant time, not at arrival: a waiter that is cancelled has taken nothing,
   and the waiters behind it move up at once.
+- `jitter` (seconds per second, default 0) spaces grants as the Redis limiter spaces its slots
+  (`_gcra.slot_interval`): SES counts recipients where they arrive, and a message a few
+  milliseconds slower in transit than the next would otherwise bunch one or two more into one
+  of SES's seconds. Measured at the upstream, 500/s with burst 1: at most 503 in a second with
+  none, 501 with 0.005 (the relay's setting), at 99.4% of the rate.
 """
 
 from __future__ import annotations
@@ -37,9 +42,11 @@ from ses_core.ratelimit._gcra import (
     WaiterQueue,
     gcra_slack,
     idle_start_debt,
+    slot_interval,
     timeout_error,
     validated_burst,
     validated_cost,
+    validated_jitter,
     validated_max_wait,
     validated_rate,
 )
@@ -84,10 +91,12 @@ class LocalRateLimiter:
         rate: float,
         burst: int = 1,
         *,
+        jitter: float = 0.0,
         clock: Clock = time.monotonic,
         sleep: Sleep = asyncio.sleep,
     ) -> None:
-        self._interval = 1.0 / validated_rate(rate)
+        self._jitter = validated_jitter(jitter)
+        self._interval = slot_interval(validated_rate(rate), self._jitter)
         self._rate = rate
         self._capacity = validated_burst(burst) + 1
         self._clock = clock
@@ -101,6 +110,11 @@ class LocalRateLimiter:
         return self._rate
 
     @property
+    def slot_interval(self) -> float:
+        """Seconds between two single-recipient grants (1/rate, stretched by `jitter`)."""
+        return self._interval
+
+    @property
     def burst(self) -> int:
         """Recipients allowed at once beyond the steady rate."""
         return self._capacity - 1
@@ -112,7 +126,7 @@ class LocalRateLimiter:
 
     def set_rate(self, rate: float) -> None:
         """Change the rate; the outstanding debt (in recipients) is rescaled to the new rate."""
-        new_interval = 1.0 / validated_rate(rate)
+        new_interval = slot_interval(validated_rate(rate), self._jitter)
         now = self._clock()
         if self._tat > now:
             self._tat = now + (self._tat - now) / self._interval * new_interval

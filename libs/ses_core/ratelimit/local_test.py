@@ -137,6 +137,32 @@ async def test_sliding_windows_never_exceed_rate_plus_burst(
     assert most == math.ceil(rate) + max(burst - 1, 0)
 
 
+@pytest.mark.parametrize(("rate", "interval"), [(100.0, 1.01 / 100), (14.5, 1 / 14.5)])
+async def test_jitter_spaces_grants_as_the_redis_limiter_spaces_slots(
+    clock: VirtualClock, rate: float, interval: float
+) -> None:
+    """`jitter` stretches the interval just enough (as `RedisRateLimiter.slot_interval`) that
+    sends arriving up to `jitter` seconds late still fit ceil(rate) + burst a second; a
+    fractional rate whose rounding up leaves that room already is not slowed. `rate` reports
+    the configured rate, and a new rate is stretched alike."""
+    limiter = LocalRateLimiter(rate, 0, jitter=0.01, clock=clock, sleep=clock.sleep)
+    assert (limiter.rate, limiter.slot_interval) == (rate, pytest.approx(interval))
+    grants: list[tuple[str, float]] = []
+    for i in range(5):
+        start(limiter, clock, 1, str(i), grants)
+    await clock.advance(2.0)
+    offsets = [at - 1000.0 for _, at in grants]
+    assert offsets == pytest.approx([i * interval for i in range(5)])
+    limiter.set_rate(50.0)
+    assert limiter.slot_interval == pytest.approx(1.01 / 50)
+
+
+@pytest.mark.parametrize("jitter", [-0.1, 1.0, float("nan")])
+def test_jitter_outside_0_to_1_second_is_refused(clock: VirtualClock, jitter: float) -> None:
+    with pytest.raises(ValueError, match="jitter"):
+        LocalRateLimiter(10.0, 1, jitter=jitter, clock=clock, sleep=clock.sleep)
+
+
 async def test_cost_above_burst_is_admitted_and_borrows_from_later_seconds(
     clock: VirtualClock,
 ) -> None:

@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import time
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -48,9 +47,11 @@ from ses_core.ratelimit._gcra import (
     GCRA_SCRIPT,
     WAIT_EPSILON,
     WaiterQueue,
+    slot_interval,
     timeout_error,
     validated_burst,
     validated_cost,
+    validated_jitter,
     validated_max_wait,
     validated_rate,
 )
@@ -134,10 +135,7 @@ class RedisRateLimiter:
         self._key = key
         self._rate = validated_rate(rate)
         self._capacity = validated_burst(burst) + 1
-        if not 0 <= jitter < 1:
-            message = f"jitter must be in [0, 1) seconds, got {jitter!r}"
-            raise ValueError(message)
-        self._jitter = jitter
+        self._jitter = validated_jitter(jitter)
         self._policy = on_unavailable
         self._clock = clock
         self._sleep = sleep
@@ -196,7 +194,7 @@ class RedisRateLimiter:
         processes still put at most ceil(rate) + burst sends in any one-second window (the
         default 10 ms costs 1% of the rate).
         """
-        return max(1.0 / self._rate, (1.0 + self._jitter) / math.ceil(self._rate))
+        return slot_interval(self._rate, self._jitter)
 
     @property
     def degraded(self) -> bool:
